@@ -1,0 +1,226 @@
+"""The ``flowprep`` command: extract, info, verify, show, methods."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 340x256, got {text!r}") from None
+    return w, h
+
+
+def _param(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .flow import method_names
+    from .quantize import MAPPINGS
+    from .store import FLOW_FORMATS, RGB_FORMATS
+
+    p = argparse.ArgumentParser(prog="flowprep", description="Precompute RGB frames and dense optical flow of a "
+                                "labelled video dataset into an HDF5 store, in parallel and resumably.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="extract frames and flow of every video under ROOT into STORE",
+                       description="Extract frames and flow of every video under ROOT into the store -o STORE. "
+                       "Rerun the same command to resume after an interruption: finished videos are kept, "
+                       "failed ones are retried. Exit status 1 if any video failed.")
+    e.add_argument("root", help="dataset root: ROOT/<class>/<video> with optional UCF101/HMDB51 split files")
+    e.add_argument("-o", "--output", required=True, metavar="STORE", help="store directory (created or resumed)")
+    e.add_argument("--method", default="tvl1", choices=method_names(), help="flow method (default: tvl1)")
+    e.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                   help="override a parameter of the flow method (see 'flowprep methods'); repeatable")
+    e.add_argument("--device", default=None, help="device for methods that run on a GPU (tvl1-torch): cpu, cuda, auto")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--size", type=_size, metavar="WxH", help="resize frames to exactly WxH, e.g. 340x256 (TSN)")
+    g.add_argument("--short-side", type=int, default=256, metavar="N",
+                   help="resize so the shorter side is N pixels, keeping the aspect ratio (default: 256; 0 keeps the size)")
+    e.add_argument("--fps", type=float, help="keep frames at this rate (default: the source rate)")
+    e.add_argument("--stride", type=int, default=1, help="then keep every N-th frame (default: 1)")
+    e.add_argument("--bound", type=float, default=20.0, help="clip flow to +-BOUND pixels before quantising (default: 20)")
+    e.add_argument("--mapping", default="symmetric", choices=MAPPINGS,
+                   help="flow to uint8 mapping: symmetric keeps zero exact (default); tsn is the TSN/denseflow one")
+    e.add_argument("--rgb-format", default="jpeg", choices=RGB_FORMATS, help="how RGB frames are stored (default: jpeg)")
+    e.add_argument("--flow-format", default="jpeg", choices=FLOW_FORMATS,
+                   help="how flow is stored: jpeg (default), png (lossless codes), raw (uncompressed codes), float16")
+    e.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality for frames and flow (default: 95)")
+    e.add_argument("--splits", metavar="DIR", help="directory holding the split files, if not under ROOT")
+    e.add_argument("--list", metavar="FILE", help="a list file of 'relative/path label' lines instead of class folders")
+    e.add_argument("--jobs", type=int, default=-1, help="worker processes (default: -1, one per core)")
+    e.add_argument("--threads", type=int, default=1, help="OpenCV threads in each worker (default: 1)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("info", help="summarise a store: videos, frames, classes, splits, settings, sizes, failures")
+    i.add_argument("store")
+    v = sub.add_parser("verify", help="read every frame and flow of a store; exit 1 on any problem")
+    v.add_argument("store")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    s = sub.add_parser("show", help="write a PNG of a video's frames above its colour-coded flow")
+    s.add_argument("store")
+    s.add_argument("video", help="video id as stored, e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
+    s.add_argument("-o", "--output", required=True, help="PNG file to write")
+    s.add_argument("--frames", type=int, default=6, help="how many evenly spaced frames (default: 6)")
+    sub.add_parser("methods", help="list the flow methods and their parameters")
+    return p
+
+
+def cmd_extract(a) -> int:
+    from .decode import DecodeConfig
+    from .extract import ExtractConfig, extract_dataset
+
+    params = dict(a.param)
+    if a.device is not None:
+        params["device"] = a.device
+    decode = DecodeConfig(size=a.size, short_side=None if a.size or a.short_side == 0 else a.short_side,
+                          fps=a.fps, stride=a.stride)
+    cfg = ExtractConfig(method=a.method, params=params, decode=decode, bound=a.bound, mapping=a.mapping,
+                        rgb_format=a.rgb_format, flow_format=a.flow_format, jpeg_quality=a.jpeg_quality)
+    s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, splits_dir=a.splits,
+                        list_file=a.list, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+    rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
+    print(f"{s.done} extracted, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
+          f"{s.pairs} flow pairs in {s.seconds:.1f} s ({rate:.1f} pairs/s) -> {a.output}")
+    if s.failed:
+        print(f"{len(s.failed)} failed (recorded in {os.path.join(a.output, 'failed')}):", file=sys.stderr)
+        for vid, why in sorted(s.failed.items()):
+            print(f"  {vid}: {why}", file=sys.stderr)
+    return 0 if s.ok else 1
+
+
+def _sizes(store, ids, limit=20) -> tuple[float, float]:
+    """Mean stored bytes per frame for RGB and for flow, over up to ``limit`` videos."""
+    rgb = flow = frames = flows = 0
+    for vid in ids[:limit]:
+        f = store._file(vid)
+        for name in ("rgb", "flow", "flow_x", "flow_y"):
+            if name not in f:
+                continue
+            d = f[name]
+            n = sum(len(x) for x in d[:]) if d.dtype == object else d.id.get_storage_size()
+            if name == "rgb":
+                rgb += n
+            else:
+                flow += n
+        frames += int(f.attrs["num_frames"])
+        flows += int(f.attrs["num_frames"]) - 1
+    return rgb / max(frames, 1), flow / max(flows, 1)
+
+
+def cmd_info(a) -> int:
+    from .store import Store
+
+    st = Store(a.store)
+    cfg, man = st.config, st.manifest
+    done = st.video_ids()
+    failures = st.failures()
+    frames = sum(st.num_frames(v) for v in done)
+    pending = len(man["videos"]) - len(done) - sum(1 for v in man["videos"] if v["id"] in failures)
+    print(f"store      {st.root}")
+    print(f"videos     {len(done)} done, {len(failures)} failed, {max(pending, 0)} pending, of {len(man['videos'])} found"
+          + (f" (+{len(man['problems'])} dataset problems)" if man["problems"] else ""))
+    print(f"frames     {frames} RGB, {frames - len(done)} flow")
+    print(f"classes    {len(st.classes)}: {', '.join(st.classes[:10])}{' ...' if len(st.classes) > 10 else ''}")
+    for n, sp in sorted(st.splits.items()):
+        print(f"split {n}    {len(sp['train'])} train, {len(sp['test'])} test ({man['split_source']})")
+    params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
+    print(f"method     {cfg['method']} ({params})")
+    d = cfg["decode"]
+    size = f"{d['size'][0]}x{d['size'][1]}" if d["size"] else (f"short side {d['short_side']}" if d["short_side"] else "source")
+    print(f"frames at  {size}, fps {d['fps'] or 'source'}, stride {d['stride']}")
+    print(f"flow       {cfg['flow_format']}, mapping {cfg['mapping']}, bound {cfg['bound']} px; rgb {cfg['rgb_format']}")
+    if done:
+        rgb, flow = _sizes(st, done)
+        print(f"bytes      {rgb:.0f} per RGB frame, {flow:.0f} per flow frame (x and y)")
+    for vid, rec in sorted(failures.items()):
+        print(f"FAILED     {vid}: {rec['error']}")
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from tqdm.auto import tqdm
+
+    from .store import Store
+
+    st = Store(a.store)
+    problems = [f"{vid}: failed: {rec['error']}" for vid, rec in sorted(st.failures().items())]
+    for v in tqdm(st.manifest["videos"], unit="video", disable=a.quiet, desc="verify"):
+        vid = v["id"]
+        if vid in st.failures():
+            continue
+        try:
+            n = st.num_frames(vid)
+            attrs = st.attrs(vid)
+            if int(attrs["num_frames"]) != n:
+                raise ValueError(f"index says {n} frames, file says {attrs['num_frames']}")
+            rgb = st.frames(vid, range(n))
+            flow = st.flow(vid, range(n - 1))
+            h, w = int(attrs["height"]), int(attrs["width"])
+            if rgb.shape != (n, h, w, 3) or flow.shape != (n - 1, h, w, 2):
+                raise ValueError(f"shapes {rgb.shape} and {flow.shape} do not match {n} frames of {w}x{h}")
+            if not np.isfinite(flow).all():
+                raise ValueError("non-finite flow values")
+        except Exception as e:  # report every kind of damage, then go on
+            problems.append(f"{vid}: {e}")
+    for p in problems:
+        print(f"PROBLEM {p}", file=sys.stderr)
+    print(f"verified {len(st.manifest['videos'])} videos: {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def cmd_show(a) -> int:
+    import cv2
+
+    from .store import Store
+    from .visualize import contact_sheet
+
+    st = Store(a.store)
+    n = st.num_frames(a.video)
+    idx = [int(i) for i in np.unique(np.linspace(0, n - 2, max(1, a.frames)).round())]
+    sheet = contact_sheet(st.frames(a.video, idx), st.flow(a.video, idx), labels=[f"t={i}" for i in idx])
+    if not cv2.imwrite(a.output, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{a.output}: could not write the image (is the directory there, is the name a .png?)")
+    print(f"wrote {a.output}: frames {list(idx)} of {a.video} above their flow")
+    return 0
+
+
+def cmd_methods(a) -> int:
+    from .flow import get_method, method_names
+
+    for name in method_names():
+        m = get_method(name)
+        print(f"{name}: {m.description} [devices: {', '.join(m.devices)}]")
+        print("    " + ", ".join(f"{k}={v}" for k, v in m.defaults.items()))
+    return 0
+
+
+def main(argv=None) -> int:
+    from .dataset import DatasetError
+    from .extract import StoreLocked
+    from .store import StoreError
+
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    commands = {"extract": cmd_extract, "info": cmd_info, "verify": cmd_verify, "show": cmd_show, "methods": cmd_methods}
+    try:
+        return commands[a.command](a)
+    except (DatasetError, StoreError, StoreLocked, ValueError, OSError) as e:
+        print(f"flowprep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flowprep: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

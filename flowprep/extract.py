@@ -1,0 +1,277 @@
+"""Parallel, resumable extraction of frames and flow for a whole dataset.
+
+Each video is one unit of work: decode -> flow -> quantise -> encode -> write its own HDF5 file under a
+temporary name -> rename. Units run in joblib workers; each returns a status, and the parent records
+failures and updates the progress bar. Rerunning the same command skips the finished videos, retries the
+failed ones and removes temporary files left by a killed run.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from . import __version__
+from .dataset import Dataset, VideoEntry, discover
+from .decode import DecodeConfig, VideoError, read_video
+from .flow import get_method, resolve_params, video_flow
+from .quantize import MAPPINGS, quantize
+from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, failure_path, read_json, video_path,
+                    write_json_atomic, write_video)
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides what the store holds (recorded in ``store.json``).
+
+    Attributes:
+        method: flow method name (see ``flowprep.flow.method_names()``).
+        params: overrides of the method's default parameters.
+        decode: frame size and rate.
+        bound: flow is clipped to [-bound, bound] pixels before quantisation (TSN uses 20).
+        mapping: ``symmetric`` (zero exact) or ``tsn`` (see :mod:`flowprep.quantize`).
+        rgb_format: ``jpeg`` or ``raw``.
+        flow_format: ``jpeg``, ``png`` (lossless codes), ``raw`` (uncompressed codes) or ``float16`` (no quantisation).
+        jpeg_quality: JPEG quality for RGB and flow.
+    """
+
+    method: str = "tvl1"
+    params: dict = field(default_factory=dict)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    bound: float = 20.0
+    mapping: str = "symmetric"
+    rgb_format: str = "jpeg"
+    flow_format: str = "jpeg"
+    jpeg_quality: int = 95
+
+    def __post_init__(self):
+        get_method(self.method)
+        self.params = resolve_params(self.method, self.params)
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"unknown mapping {self.mapping!r}; choose one of {', '.join(MAPPINGS)}")
+        if not self.bound > 0:
+            raise ValueError(f"bound must be positive, got {self.bound}")
+        if self.rgb_format not in RGB_FORMATS:
+            raise ValueError(f"unknown rgb format {self.rgb_format!r}; choose one of {', '.join(RGB_FORMATS)}")
+        if self.flow_format not in FLOW_FORMATS:
+            raise ValueError(f"unknown flow format {self.flow_format!r}; choose one of {', '.join(FLOW_FORMATS)}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg quality must be in 1..100, got {self.jpeg_quality}")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["decode"]["size"] = list(self.decode.size) if self.decode.size else None
+        return d
+
+
+@dataclass
+class VideoResult:
+    id: str
+    ok: bool
+    pairs: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    num_frames: int = 0
+    height: int = 0
+    width: int = 0
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    total: int
+    done: int
+    skipped: int
+    failed: dict  # {video id: reason}
+    seconds: float
+    pairs: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:
+    """Decode one video, compute its flow and write its store file. Never raises: failures come back as a result."""
+    import cv2
+
+    cv2.setNumThreads(threads)
+    t0 = time.perf_counter()
+    try:
+        video = read_video(src, cfg.decode)
+        if len(video.frames) < 2:
+            raise VideoError(src, f"only {len(video.frames)} frame after subsampling; flow needs at least 2")
+        flow = video_flow(video.frames, cfg.method, cfg.params)  # (T-1, H, W, 2)
+        data = flow if cfg.flow_format == "float16" else quantize(flow, cfg.bound, cfg.mapping)
+        h, w = video.frames.shape[1:3]
+        attrs = dict(
+            id=entry.id, label=entry.label, class_name=entry.class_name, num_frames=len(video.frames), height=h,
+            width=w, source_fps=video.source_fps, fps=video.fps, source_frames=video.source_frames,
+            method=cfg.method, mapping=cfg.mapping, bound=cfg.bound,
+        )
+        size = write_video(video_path(store_dir, entry.id), frames=video.frames, frame_index=video.frame_index,
+                           codes_or_flow=data, attrs=attrs, rgb_format=cfg.rgb_format, flow_format=cfg.flow_format,
+                           jpeg_quality=cfg.jpeg_quality)
+        return VideoResult(entry.id, True, len(flow), time.perf_counter() - t0, size, len(video.frames), h, w)
+    except VideoError as e:
+        return VideoResult(entry.id, False, seconds=time.perf_counter() - t0, error=e.problem)
+    except Exception as e:  # any other failure of one video must not stop the batch
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        return VideoResult(entry.id, False, seconds=time.perf_counter() - t0, error=f"internal error: {tb}")
+
+
+class StoreLocked(Exception):
+    pass
+
+
+def _lock(store_dir: Path):
+    fh = open(store_dir / ".lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StoreLocked(f"{store_dir}: another flowprep extract is writing this store") from None
+    return fh
+
+
+def _remove_stale_temporaries(store_dir: Path) -> int:
+    n = 0
+    for p in store_dir.rglob("*.tmp-*"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _manifest(ds: Dataset) -> dict:
+    return {
+        "root": str(ds.root.resolve()),
+        "classes": ds.classes,
+        "videos": [asdict(v) for v in ds.videos],
+        "splits": {str(k): v for k, v in ds.splits.items()},
+        "split_source": ds.split_source,
+        "problems": ds.problems,
+    }
+
+
+def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
+    """Create or reopen a store for ``cfg``; refuses a store made with other settings."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"schema": SCHEMA_VERSION, "flowprep_version": __version__, **cfg.to_json()}
+    existing = store_dir / "store.json"
+    if existing.is_file():
+        old = read_json(existing)
+        differ = [k for k in settings if k != "flowprep_version" and old.get(k) != settings[k]]
+        if differ:
+            raise ValueError(
+                f"{store_dir}: this store was made with other settings ({', '.join(differ)}: "
+                f"{old.get(differ[0])!r} there, {settings[differ[0]]!r} now); choose another -o or delete the store"
+            )
+    else:
+        write_json_atomic(existing, settings)
+    write_json_atomic(store_dir / "manifest.json", _manifest(ds))
+
+
+def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult]) -> dict:
+    """Rewrite ``index.json`` (per-video frames, size, bytes) from the finished videos on disk."""
+    import h5py
+
+    old = read_json(store_dir / "index.json") if (store_dir / "index.json").is_file() else {}
+    index = {}
+    for v in ds.videos:
+        path = video_path(store_dir, v.id)
+        if not path.is_file():
+            continue
+        r = new.get(v.id)
+        if r is not None and r.ok:
+            index[v.id] = {"num_frames": r.num_frames, "height": r.height, "width": r.width, "bytes": r.bytes}
+        elif v.id in old and old[v.id].get("bytes") == path.stat().st_size:
+            index[v.id] = old[v.id]
+        else:
+            with h5py.File(path, "r") as f:
+                a = f.attrs
+                index[v.id] = {"num_frames": int(a["num_frames"]), "height": int(a["height"]),
+                               "width": int(a["width"]), "bytes": path.stat().st_size}
+    write_json_atomic(store_dir / "index.json", index)
+    return index
+
+
+def record_failure(store_dir: Path, vid: str, source: str, reason: str) -> None:
+    write_json_atomic(failure_path(store_dir, vid), {"id": vid, "source": source, "error": reason,
+                                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> None:
+    """Remove failure records of videos that are done by now or no longer in the dataset."""
+    keep = pending | {p["id"] for p in ds.problems}
+    for p in (store_dir / "failed").rglob("*.json"):
+        try:
+            vid = read_json(p)["id"]
+        except (OSError, ValueError, KeyError):
+            vid = None
+        if vid not in keep:
+            p.unlink(missing_ok=True)
+
+
+def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int = -1, threads: int = 1,
+                    splits_dir=None, list_file=None, progress: bool = True, log=print) -> Summary:
+    """Extract every video of the dataset at ``root`` into the store ``store_dir``.
+
+    Args:
+        root: dataset root (see :mod:`flowprep.dataset` for layouts).
+        store_dir: the store directory; created, or resumed when it exists.
+        cfg: what to extract.
+        jobs: joblib worker processes (-1: one per core).
+        threads: OpenCV threads inside each worker.
+        splits_dir, list_file: where the splits or the list of videos are, if not in the usual places.
+        progress: show a progress bar (videos, frame pairs/s, ETA).
+        log: called with one line per failure.
+
+    Returns:
+        A :class:`Summary`; ``summary.ok`` is False when any video or dataset entry failed.
+    """
+    cfg = cfg or ExtractConfig()
+    root, store_dir = Path(root), Path(store_dir)
+    ds = discover(root, splits_dir=splits_dir, list_file=list_file)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(store_dir)
+    try:
+        prepare_store(store_dir, ds, cfg)
+        _remove_stale_temporaries(store_dir)
+        failed = {}
+        for p in ds.problems:
+            record_failure(store_dir, p["id"], str(root / p["id"]), p["problem"])
+            failed[p["id"]] = p["problem"]
+            log(f"FAILED {p['id']}: {p['problem']}")
+        todo = [v for v in ds.videos if not video_path(store_dir, v.id).is_file()]
+        _drop_stale_failures(store_dir, ds, {v.id for v in todo})
+        skipped = len(ds.videos) - len(todo)
+        t0 = time.perf_counter()
+        results: dict[str, VideoResult] = {}
+        pairs = 0
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
+                   desc=f"flowprep {cfg.method}")
+        tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
+        for r in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+            results[r.id] = r
+            if r.ok:
+                pairs += r.pairs
+                failure_path(store_dir, r.id).unlink(missing_ok=True)
+            else:
+                failed[r.id] = r.error
+                record_failure(store_dir, r.id, str(root / r.id), r.error)
+                bar.write(f"FAILED {r.id}: {r.error}") if progress else log(f"FAILED {r.id}: {r.error}")
+            bar.update(1)
+            bar.set_postfix_str(f"{pairs / max(time.perf_counter() - t0, 1e-9):.1f} pairs/s, {len(failed)} failed")
+        bar.close()
+        write_index(store_dir, ds, results)
+        return Summary(len(ds.videos) + len(ds.problems), len(results) - sum(not r.ok for r in results.values()),
+                       skipped, failed, time.perf_counter() - t0, pairs)
+    finally:
+        lock.close()

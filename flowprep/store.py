@@ -1,0 +1,279 @@
+"""The on-disk store of frames and flow: a directory with one HDF5 file per video.
+
+Layout::
+
+    STORE/
+      store.json            settings the store was made with (method, parameters, mapping, bound, sizes, formats)
+      manifest.json         the dataset: classes, videos (id, label, class), splits, dataset problems
+      index.json            per-video summary (frames, size, bytes), rewritten at the end of each extraction
+      videos/<id>.h5        one file per finished video; <id> is the source path relative to the dataset root
+      failed/<id>.json      one record per video that failed, with the reason
+
+A video file appears only when it is complete: it is written as ``<id>.h5.tmp-<pid>`` and renamed
+(``os.replace`` is atomic on POSIX), so a ``kill -9`` at any moment leaves finished videos intact and at
+worst a temporary file, which the next extraction removes. No HDF5 file is ever written by two processes.
+
+Schema of ``videos/<id>.h5``:
+
+* attributes: ``id``, ``label``, ``class_name``, ``num_frames`` T, ``height``, ``width``, ``source_fps``, ``fps``,
+  ``source_frames``, ``rgb_format``, ``flow_format``, ``mapping``, ``bound``, ``method``;
+* ``frame_index`` (T,) int32: index of each stored frame in the source video;
+* ``rgb``: (T,) variable-length uint8, each a JPEG (``rgb_format="jpeg"``), or (T, H, W, 3) uint8 (``"raw"``);
+* flow between stored frames t and t+1, T-1 of them, x and y apart:
+  ``flow_x``/``flow_y`` (T-1,) variable-length uint8 holding a JPEG or PNG of the uint8 codes
+  (``"jpeg"``/``"png"``), or (T-1, H, W) uint8 codes (``"raw"``), or one ``flow`` (T-1, H, W, 2) float16 (``"float16"``).
+  Codes map to pixels through :mod:`flowprep.quantize` with the file's ``mapping`` and ``bound``.
+
+:class:`Store` reads it. It opens HDF5 files lazily and per process (a DataLoader worker that inherits a
+``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from .quantize import dequantize
+
+SCHEMA_VERSION = 1
+RGB_FORMATS = ("jpeg", "raw")
+FLOW_FORMATS = ("jpeg", "png", "raw", "float16")
+
+
+class StoreError(Exception):
+    """A store, or a video in it, cannot be read; the message names the path."""
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+def video_path(store_dir, vid: str) -> Path:
+    return Path(store_dir) / "videos" / (vid + ".h5")
+
+
+def failure_path(store_dir, vid: str) -> Path:
+    return Path(store_dir) / "failed" / (vid + ".json")
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON so that readers (and a kill -9) see either the old or the new file, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+def _encode(img: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    ext, args = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]) if fmt == "jpeg" else (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(ext, img, args)
+    if not ok:
+        raise RuntimeError(f"OpenCV failed to encode a {img.shape} image as {fmt}")
+    return buf.reshape(-1)
+
+
+def _decode(buf: np.ndarray, flags: int) -> np.ndarray:
+    img = cv2.imdecode(np.asarray(buf, np.uint8), flags)
+    if img is None:
+        raise ValueError("undecodable image bytes")
+    return img
+
+
+def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_format="jpeg", flow_format="jpeg",
+                jpeg_quality=95) -> int:
+    """Write one video's file atomically (temporary name, then rename). Returns its size in bytes.
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB.
+        frame_index: (T,) source frame indices.
+        codes_or_flow: (T-1, H, W, 2) uint8 quantised codes, or float flow when ``flow_format="float16"``.
+        attrs: attributes to store (see the module docstring).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    vlen = h5py.vlen_dtype(np.uint8)
+    with h5py.File(tmp, "w") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["rgb_format"], f.attrs["flow_format"] = rgb_format, flow_format
+        f.create_dataset("frame_index", data=np.asarray(frame_index, np.int32))
+        if rgb_format == "jpeg":
+            d = f.create_dataset("rgb", (len(frames),), dtype=vlen)
+            for i, fr in enumerate(frames):
+                d[i] = _encode(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR), "jpeg", jpeg_quality)
+        else:
+            f.create_dataset("rgb", data=frames, chunks=(1,) + frames.shape[1:])
+        n = len(codes_or_flow)
+        if flow_format == "float16":
+            f.create_dataset("flow", data=np.asarray(codes_or_flow, np.float16), chunks=(1,) + codes_or_flow.shape[1:])
+        elif flow_format == "raw":
+            for c, name in enumerate(("flow_x", "flow_y")):
+                f.create_dataset(name, data=codes_or_flow[..., c], chunks=(1,) + codes_or_flow.shape[1:3])
+        else:
+            for c, name in enumerate(("flow_x", "flow_y")):
+                d = f.create_dataset(name, (n,), dtype=vlen)
+                for i in range(n):
+                    d[i] = _encode(codes_or_flow[i, ..., c], flow_format, jpeg_quality)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+class Store:
+    """Read access to a store made by ``flowprep extract``.
+
+    Args:
+        root: the store directory.
+        max_open: how many video files each process keeps open.
+    """
+
+    def __init__(self, root, *, max_open: int = 64):
+        self.root = Path(root)
+        if not (self.root / "store.json").is_file():
+            raise StoreError(f"{self.root}: not a flowprep store (no store.json); make one with 'flowprep extract'")
+        try:
+            self.config = read_json(self.root / "store.json")
+            self.manifest = read_json(self.root / "manifest.json")
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{self.root}: store metadata unreadable ({e})") from None
+        if self.config.get("schema") != SCHEMA_VERSION:
+            raise StoreError(f"{self.root}: store schema {self.config.get('schema')} is not {SCHEMA_VERSION}")
+        self.classes: list[str] = self.manifest["classes"]
+        self._entries = {v["id"]: v for v in self.manifest["videos"]}
+        index = self.root / "index.json"
+        self._index: dict = read_json(index) if index.is_file() else {}
+        self.max_open = max_open
+        self._files: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+
+    # metadata
+
+    @property
+    def splits(self) -> dict[int, dict[str, list[str]]]:
+        return {int(k): v for k, v in self.manifest["splits"].items()}
+
+    def video_ids(self, split: int | None = None, subset: str | None = None) -> list[str]:
+        """Ids of the finished videos, optionally those of ``subset`` ('train'/'test') of split ``split``."""
+        if split is None:
+            ids = list(self._entries)
+        else:
+            if split not in self.splits:
+                raise StoreError(f"{self.root}: no split {split}; the store has splits {sorted(self.splits)}")
+            if subset not in ("train", "test"):
+                raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+            ids = self.splits[split][subset]
+        return [v for v in ids if video_path(self.root, v).is_file()]
+
+    def label(self, vid: str) -> int:
+        return self._entries[vid]["label"]
+
+    def num_frames(self, vid: str) -> int:
+        """Stored RGB frames T of a video; it has T - 1 flow frames."""
+        if vid in self._index:
+            return self._index[vid]["num_frames"]
+        return int(self._file(vid).attrs["num_frames"])
+
+    def attrs(self, vid: str) -> dict:
+        return dict(self._file(vid).attrs)
+
+    def failures(self) -> dict[str, dict]:
+        out = {}
+        for p in sorted((self.root / "failed").rglob("*.json")):
+            try:
+                rec = read_json(p)
+            except (OSError, ValueError):
+                continue
+            out[rec["id"]] = rec
+        return out
+
+    # data
+
+    def frames(self, vid: str, indices) -> np.ndarray:
+        """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
+        f = self._file(vid)
+        idx = self._check(vid, indices, int(f.attrs["num_frames"]), "frame")
+        d = f["rgb"]
+        if f.attrs["rgb_format"] == "raw":
+            return np.stack([d[i] for i in idx])
+        return np.stack([cv2.cvtColor(_decode(d[i], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in idx])
+
+    def flow(self, vid: str, indices) -> np.ndarray:
+        """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
+        f = self._file(vid)
+        idx = self._check(vid, indices, int(f.attrs["num_frames"]) - 1, "flow frame")
+        fmt = f.attrs["flow_format"]
+        if fmt == "float16":
+            return np.stack([f["flow"][i] for i in idx]).astype(np.float32)
+        dx, dy = f["flow_x"], f["flow_y"]
+        if fmt == "raw":
+            codes = np.stack([np.stack([dx[i], dy[i]], -1) for i in idx])
+        else:
+            codes = np.stack([np.stack([_decode(dx[i], cv2.IMREAD_GRAYSCALE), _decode(dy[i], cv2.IMREAD_GRAYSCALE)], -1)
+                              for i in idx])
+        return dequantize(codes, float(f.attrs["bound"]), str(f.attrs["mapping"]))
+
+    def _check(self, vid, indices, n, what) -> list[int]:
+        idx = [int(i) for i in np.atleast_1d(indices)]
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise IndexError(f"{vid}: {what} index {bad[0]} out of range (it has {n})")
+        return idx
+
+    def _file(self, vid: str) -> h5py.File:
+        if os.getpid() != self._pid:  # inherited by a forked worker: never share HDF5 handles across processes
+            self._files = OrderedDict()
+            self._pid = os.getpid()
+        f = self._files.get(vid)
+        if f is not None:
+            self._files.move_to_end(vid)
+            return f
+        path = video_path(self.root, vid)
+        try:
+            f = h5py.File(path, "r")
+        except (OSError, ValueError) as e:
+            if not path.is_file():
+                raise StoreError(f"{path}: video {vid!r} is not in the store") from None
+            raise StoreError(f"{path}: unreadable HDF5 file ({e})") from None
+        self._files[vid] = f
+        if len(self._files) > self.max_open:
+            self._files.popitem(last=False)[1].close()
+        return f
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            for f in self._files.values():
+                f.close()
+        self._files = OrderedDict()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_files"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,56 @@
+"""Shared test helpers: tiny synthetic videos made on the fly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def textured_frames(num_frames=8, size=(48, 40), dx=2, dy=0, seed=0) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB of a smooth random texture translating by (dx, dy) pixels per frame (wrapping)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 1.5)
+    tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    return np.stack([np.roll(tex, (t * dy, t * dx), axis=(0, 1)) for t in range(num_frames)])
+
+
+def write_video(path, frames: np.ndarray, fps: float = 25.0, codec: str = "MJPG") -> Path:
+    """Write RGB frames with OpenCV (the decoding path real data takes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+    assert wr.isOpened(), path
+    for f in frames:
+        wr.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    wr.release()
+    return path
+
+
+def make_dataset(root, classes=None, per_class=3, num_frames=8, size=(48, 40)) -> Path:
+    """A UCF101-style dataset: ROOT/<Class>/v_<Class>_gNN_c01.avi plus ucfTrainTestlist/ split files.
+
+    Classes differ by motion: ``Right`` moves +2 px/frame in x, ``Down`` +2 px/frame in y.
+    """
+    root = Path(root)
+    classes = classes or {"Right": (2, 0), "Down": (0, 2)}
+    train, test = [], []
+    for ci, (name, (dx, dy)) in enumerate(sorted(classes.items())):
+        for g in range(1, per_class + 1):
+            rel = f"{name}/v_{name}_g{g:02d}_c01.avi"
+            write_video(root / rel, textured_frames(num_frames, size, dx, dy, seed=100 * ci + g))
+            (test if g == per_class else train).append((rel, ci + 1))
+    splits = root / "ucfTrainTestlist"
+    splits.mkdir()
+    (splits / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(sorted(classes))))
+    (splits / "trainlist01.txt").write_text("".join(f"{r} {lab}\n" for r, lab in train))
+    (splits / "testlist01.txt").write_text("".join(f"{r}\n" for r, _ in test))
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "ds")
