@@ -1,0 +1,63 @@
+"""Checkpoints: plain dicts written atomically and read without unpickling arbitrary objects.
+
+A checkpoint is ``{"format", "version", "model", "optimizer", "scheduler", "epoch", "config", "meta"}`` where
+``config`` is the :class:`twostream.train.TrainConfig` as a dict and ``meta`` holds what evaluation and
+prediction need: classes, the clip spec and the store's extraction settings. Reading uses
+``torch.load(weights_only=True)``, which refuses pickled code, so a checkpoint from an untrusted source
+cannot run anything.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "twostream-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not a usable twostream checkpoint; the message names it and says why."""
+
+
+def save_checkpoint(path, obj: dict) -> None:
+    """Write ``obj`` (plus format and version) to ``path`` atomically: a kill leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, "version": VERSION, **obj}, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read and check a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing, corrupt, refused by the safe loader, or not made by twostream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused by the safe loader (it holds Python objects beyond tensors and "
+                              f"plain data; only load files you trust by other means): {first}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {first}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a twostream checkpoint (a foreign file: no '{FORMAT}' marker; "
+                              "to start from plain weights use --pretrained)")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not {VERSION}")
+    missing = [k for k in ("model", "config", "meta", "epoch") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ckpt

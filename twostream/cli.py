@@ -1,0 +1,168 @@
+"""The ``twostream`` command: train, evaluate, fuse, predict, models."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import ARCH_INPUT
+    from .train import TrainConfig
+
+    d = {f.name: f.default for f in fields(TrainConfig)}
+    p = argparse.ArgumentParser(prog="twostream", description="Train, evaluate and late-fuse two-stream "
+                                "action recognition models on a flowprep store.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one stream (or one video model)",
+                       description="Train one stream on a flowprep store. Writes last.pt, best.pt, log.csv and "
+                       "curves.png in RUN_DIR; --resume continues from RUN_DIR/last.pt.")
+    t.add_argument("--store", required=True, help="flowprep store directory")
+    t.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run directory")
+    t.add_argument("--stream", choices=("spatial", "temporal"), default=d["stream"],
+                   help="spatial: RGB frames; temporal: stacked optical flow (default: spatial)")
+    t.add_argument("--split", type=int, default=d["split"], help="split number (default: 1)")
+    t.add_argument("--arch", default=d["arch"], choices=sorted(ARCH_INPUT), help="model (default: resnet18)")
+    t.add_argument("--num-frames", type=int, default=None,
+                   help="L flow frames per stack (default 10), or frames per clip for video models (default 16)")
+    t.add_argument("--stride", type=int, default=d["stride"], help="frame step inside a clip (default: 1)")
+    t.add_argument("--input-size", type=int, default=d["input_size"], help="network input side (default: 224)")
+    t.add_argument("--pretrained", metavar="PATH", help="state dict to start from (e.g. ImageNet weights); "
+                   "for the temporal stream the first conv is adapted by cross-modality init")
+    t.add_argument("--epochs", type=int, default=d["epochs"], help=f"(default: {d['epochs']})")
+    t.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"(default: {d['batch_size']})")
+    t.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default: {d['lr']})")
+    t.add_argument("--momentum", type=float, default=d["momentum"], help=f"SGD momentum (default: {d['momentum']})")
+    t.add_argument("--weight-decay", type=float, default=d["weight_decay"], help=f"(default: {d['weight_decay']})")
+    t.add_argument("--optimizer", choices=("sgd", "adamw"), default=d["optimizer"], help="(default: sgd)")
+    t.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d["schedule"],
+                   help="learning-rate schedule over the epochs (default: cosine)")
+    t.add_argument("--dropout", type=float, default=d["dropout"], help=f"(default: {d['dropout']})")
+    t.add_argument("--samples-per-video", type=int, default=d["samples_per_video"],
+                   help="random clips per video and epoch (default: 1)")
+    t.add_argument("--workers", type=int, default=d["workers"], help="DataLoader workers (default: 2)")
+    t.add_argument("--device", default=d["device"], help="auto, cpu or cuda (default: auto)")
+    t.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    t.add_argument("--no-channels-last", action="store_true", help="no channels-last memory format on CUDA")
+    t.add_argument("--seed", type=int, default=d["seed"], help="(default: 0)")
+    t.add_argument("--val-clips", type=int, default=d["val_clips"], help="clips per video in per-epoch validation")
+    t.add_argument("--no-mean-subtraction", action="store_true", help="keep the mean flow of each field")
+    t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb (needs tensorboard)")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = sub.add_parser("evaluate", help="score the test videos with multi-clip, multi-crop averaging")
+    e.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
+    e.add_argument("--store", required=True)
+    e.add_argument("--split", type=int, help="split number (default: the one trained on)")
+    e.add_argument("-o", "--out", required=True, metavar="SCORES", help="score file to write (.npz)")
+    e.add_argument("--clips", type=int, default=25, help="evenly spaced clips per video (default: 25)")
+    e.add_argument("--crops", type=int, default=10, choices=(1, 5, 10), help="crops per clip (default: 10)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--quiet", action="store_true")
+
+    f = sub.add_parser("fuse", help="late-fuse score files by (weighted) averaging")
+    f.add_argument("scores", nargs="+", help="score files written by 'twostream evaluate'")
+    f.add_argument("--weights", type=float, nargs="+", help="one weight per score file (default: equal)")
+    f.add_argument("--report", help="write the table as JSON here")
+    f.add_argument("-o", "--out", help="also write the fused scores (.npz)")
+
+    r = sub.add_parser("predict", help="classify a raw video with one or both streams")
+    r.add_argument("video")
+    r.add_argument("--spatial", metavar="CKPT")
+    r.add_argument("--temporal", metavar="CKPT")
+    r.add_argument("--weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("SPATIAL", "TEMPORAL"),
+                   help="fusion weights (default: 1 1)")
+    r.add_argument("--top", type=int, default=5)
+    r.add_argument("--clips", type=int, default=25)
+    r.add_argument("--crops", type=int, default=10, choices=(1, 5, 10))
+    r.add_argument("--device", default="auto")
+    r.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("models", help="list the model choices with parameter counts")
+    return p
+
+
+def cmd_train(a) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(store=a.store, out_dir=a.out, stream=a.stream, split=a.split, arch=a.arch,
+                      num_frames=a.num_frames, stride=a.stride, input_size=a.input_size, pretrained=a.pretrained,
+                      epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
+                      weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout,
+                      samples_per_video=a.samples_per_video, workers=a.workers, device=a.device, amp=not a.no_amp,
+                      channels_last=not a.no_channels_last, seed=a.seed, val_clips=a.val_clips,
+                      subtract_mean=not a.no_mean_subtraction, tensorboard=a.tensorboard, resume=a.resume)
+    row = train(cfg, progress=not a.quiet)
+    print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
+          f"best {row['best_val_video_acc']:.3f} -> {a.out}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import evaluate
+
+    m = evaluate(a.checkpoint, a.store, a.out, split=a.split, num_clips=a.clips, num_crops=a.crops,
+                 batch_size=a.batch_size, workers=a.workers, device=a.device, progress=not a.quiet)
+    print(f"{m['videos']} videos: clip top1 {m['clip_top1']:.3f}, video top1 {m['top1']:.3f}, "
+          f"top5 {m['top5']:.3f}, mean class {m['mean_class']:.3f} -> {a.out}")
+    return 0
+
+
+def cmd_fuse(a) -> int:
+    from .fuse import format_table, fuse_files
+
+    result = fuse_files(a.scores, a.weights, a.report, a.out)
+    print(format_table(result))
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .predict import predict
+
+    r = predict(a.video, spatial=a.spatial, temporal=a.temporal, weights=a.weights, top=a.top, num_clips=a.clips,
+                num_crops=a.crops, device=a.device)
+    if a.json:
+        print(json.dumps(r, indent=1))
+    else:
+        for i, t in enumerate(r["top"], 1):
+            print(f"{i}. {t['class']:30s} {t['score']:.3f}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from .models import ARCH_INPUT, DESCRIPTIONS, build_model, count_parameters
+
+    for name in sorted(ARCH_INPUT):
+        n = count_parameters(build_model(name, num_classes=101))
+        print(f"{name:14s} {n / 1e6:6.1f}M  {ARCH_INPUT[name]:5s}  {DESCRIPTIONS.get(name, '')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    from flowprep.decode import VideoError
+    from flowprep.store import StoreError
+
+    from .checkpoint import CheckpointError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    a = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
+                "models": cmd_models}
+    try:
+        return commands[a.command](a)
+    except (CheckpointError, StoreError, VideoError, ValueError, OSError) as e:
+        print(f"twostream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("twostream: interrupted; 'twostream train ... --resume' continues from the last epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Datasets that feed the streams from a flowprep store.
+
+A *clip* is T frames (spatial stream) or T flow frames (temporal stream) taken ``stride`` apart. How it
+reaches the network depends on the model's input layout:
+
+* ``frame`` (2D CNNs, the two streams of Simonyan & Zisserman 2014):
+  spatial, T = 1 -> ``(3, H, W)``; temporal, T = L -> ``(2L, H, W)`` with x and y *interleaved*
+  (channels x_0, y_0, x_1, y_1, ..., as TSN stacks flow images);
+* ``clip`` (video models, see ``twostream.models``): ``(C, T, H, W)`` with C = 3 (RGB) or 2 (flow).
+
+Training draws ``samples_per_video`` random clips per video and epoch; the random choices (position, crop,
+flip) come from a generator seeded by (seed, epoch, sample index), so they do not depend on the number of
+DataLoader workers and a resumed run sees exactly what an uninterrupted one would.
+Testing takes K evenly spaced clips per video, each in 1, 5 or 10 crops (TSN's test protocol).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import transforms as T
+
+STREAMS = ("spatial", "temporal")
+LAYOUTS = ("frame", "clip")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one network input is made of.
+
+    Attributes:
+        stream: ``spatial`` (RGB) or ``temporal`` (flow).
+        num_frames: T, frames per clip (L for a temporal 2D stream; 1 for a spatial 2D stream).
+        stride: step between the clip's frames.
+        layout: ``frame`` or ``clip`` (see the module docstring).
+        input_size: side of the square network input.
+        subtract_mean: per-field mean flow subtraction (temporal stream only).
+    """
+
+    stream: str = "spatial"
+    num_frames: int = 1
+    stride: int = 1
+    layout: str = "frame"
+    input_size: int = 224
+    subtract_mean: bool = True
+
+    def __post_init__(self):
+        if self.stream not in STREAMS:
+            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.num_frames < 1 or self.stride < 1 or self.input_size < 8:
+            raise ValueError(f"bad clip spec: num_frames={self.num_frames}, stride={self.stride}, "
+                             f"input_size={self.input_size}")
+        if self.stream == "spatial" and self.layout == "frame" and self.num_frames != 1:
+            raise ValueError("a 2D spatial stream takes one frame (num_frames=1); use layout='clip' for video models")
+
+    @property
+    def channels(self) -> int:
+        c = 3 if self.stream == "spatial" else 2
+        return c * self.num_frames if self.layout == "frame" else c
+
+    def positions(self, num_frames: int) -> int:
+        """How many clip start positions a video of ``num_frames`` stored frames offers (at least 1)."""
+        n = num_frames if self.stream == "spatial" else num_frames - 1
+        return max(1, n - (self.num_frames - 1) * self.stride)
+
+
+def clip_indices(spec: ClipSpec, start: int, num_frames: int) -> list[int]:
+    """Frame (or flow-frame) indices of the clip at ``start``; clamped at the end for short videos."""
+    last = num_frames - 1 if spec.stream == "spatial" else num_frames - 2
+    return [min(start + k * spec.stride, last) for k in range(spec.num_frames)]
+
+
+def evenly_spaced(num_positions: int, k: int) -> list[int]:
+    """K starts spread evenly over the positions, at the centres of K equal segments (TSN's test sampling)."""
+    tick = num_positions / k
+    return [int(tick / 2 + tick * i) for i in range(k)]
+
+
+def load_clip(source, vid: str, spec: ClipSpec, start: int) -> np.ndarray:
+    """(T, H, W, C) float32 pixels (flow) or uint8 (RGB) from ``source`` (a Store or anything with its reads)."""
+    idx = clip_indices(spec, start, source.num_frames(vid))
+    return source.frames(vid, idx) if spec.stream == "spatial" else source.flow(vid, idx)
+
+
+def to_input(clip: np.ndarray, spec: ClipSpec, bound: float) -> torch.Tensor:
+    """(T, h, w, C) cropped clip -> the network's input tensor for one clip (see the module docstring)."""
+    x = T.normalize_rgb(clip) if spec.stream == "spatial" else T.normalize_flow(clip, bound, spec.subtract_mean)
+    t, h, w, c = x.shape
+    if spec.layout == "frame":  # (T, h, w, C) -> (T*C, h, w), x/y interleaved for flow
+        x = x.transpose(0, 3, 1, 2).reshape(t * c, h, w)
+    else:  # (C, T, h, w)
+        x = x.transpose(3, 0, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+class TrainClips(Dataset):
+    """Random augmented clips of the given videos. Item: (input tensor, label)."""
+
+    def __init__(self, store, video_ids: list[str], spec: ClipSpec, *, samples_per_video: int = 1, seed: int = 0):
+        if not video_ids:
+            raise ValueError(f"{store.root}: no finished videos to train on")
+        self.store, self.ids, self.spec = store, list(video_ids), spec
+        self.samples_per_video, self.seed, self.epoch = samples_per_video, seed, 0
+        self.bound = float(store.config["bound"])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids) * self.samples_per_video
+
+    def __getitem__(self, i: int):
+        vid = self.ids[i % len(self.ids)]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        start = int(rng.integers(self.spec.positions(self.store.num_frames(vid))))
+        clip = load_clip(self.store, vid, self.spec, start)
+        clip = T.train_augment(clip, self.spec.input_size, self.spec.stream == "temporal", rng)
+        return to_input(clip, self.spec, self.bound), self.store.label(vid)
+
+
+def eval_views(source, vid: str, spec: ClipSpec, *, num_clips: int, num_crops: int, bound: float) -> torch.Tensor:
+    """All test views of one video: (num_clips * num_crops, ...) input tensors, clip-major."""
+    starts = evenly_spaced(spec.positions(source.num_frames(vid)), num_clips)
+    views = []
+    for s in starts:
+        clip = load_clip(source, vid, spec, s)
+        views += [to_input(v, spec, bound) for v in T.eval_crops(clip, spec.input_size, spec.stream == "temporal",
+                                                                   num_crops)]
+    return torch.stack(views)
+
+
+class EvalVideos(Dataset):
+    """One item per video: (views tensor (K * crops, ...), label, index into ``ids``)."""
+
+    def __init__(self, store, video_ids: list[str], spec: ClipSpec, *, num_clips: int = 25, num_crops: int = 10):
+        self.store, self.ids, self.spec = store, list(video_ids), spec
+        self.num_clips, self.num_crops = num_clips, num_crops
+        self.bound = float(store.config["bound"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        vid = self.ids[i]
+        x = eval_views(self.store, vid, self.spec, num_clips=self.num_clips, num_crops=self.num_crops, bound=self.bound)
+        return x, self.store.label(vid), i
+
+
+class ArraySource:
+    """Frames and flow of one video held in memory, read like a Store (used by ``twostream predict``)."""
+
+    def __init__(self, frames: np.ndarray, flow: np.ndarray | None):
+        self._frames, self._flow = frames, flow
+
+    def num_frames(self, vid=None) -> int:
+        return len(self._frames)
+
+    def frames(self, vid, idx) -> np.ndarray:
+        return self._frames[list(idx)]
+
+    def flow(self, vid, idx) -> np.ndarray:
+        return self._flow[list(idx)]

@@ -1,0 +1,351 @@
+"""Train one stream (or one video model) on a flowprep store.
+
+Two-stream ConvNets (Simonyan & Zisserman 2014, "Two-Stream Convolutional Networks for Action
+Recognition in Videos") train the spatial and the temporal stream separately; TSN (Wang et al. 2016)
+added cross-modality initialisation, multi-scale corner cropping and heavy dropout, used here.
+
+``train(cfg)`` runs ``train_one_epoch`` and a quick ``validate`` per epoch, writes ``last.pt`` and ``best.pt``
+(atomically), ``log.csv`` and ``curves.png`` in ``cfg.out_dir``. With ``cfg.resume`` it continues from
+``last.pt``; every random choice is seeded by (seed, epoch), so on the CPU a resumed run ends with the
+same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from flowprep.store import Store
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import ClipSpec, EvalVideos, TrainClips
+from .models import ARCH_INPUT, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (stored in every checkpoint).
+
+    Attributes:
+        store: flowprep store directory.
+        out_dir: run directory for checkpoints and logs.
+        stream: ``spatial`` (RGB) or ``temporal`` (flow).
+        split: split number of the store to train on (its test part is used for validation).
+        arch: a name from ``twostream.models.ARCHS``.
+        num_frames: L flow frames per temporal stack (2D), or T frames per clip (video models);
+            default 10 for a temporal 2D stream, 1 for a spatial 2D stream, 16 for video models.
+        stride: frame step inside a clip.
+        input_size: square network input side.
+        pretrained: path of a state dict to start from (e.g. ImageNet weights).
+        epochs, batch_size, lr, momentum, weight_decay: the optimisation.
+        optimizer: ``sgd`` (with momentum) or ``adamw``.
+        schedule: ``cosine``, ``step`` (x0.1 at 1/2 and 3/4 of the epochs) or ``constant``.
+        dropout: before the classifier (TSN: 0.8 for flow, 0.5 for RGB with few samples).
+        samples_per_video: random clips drawn from each video per epoch.
+        workers: DataLoader worker processes.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        amp: bfloat16 autocast on CUDA.
+        channels_last: channels-last memory format on CUDA.
+        seed: seed of every random choice.
+        val_clips: clips per video in the per-epoch validation (centre crop).
+        subtract_mean: mean flow subtraction per displacement field (temporal stream).
+        tensorboard: also log to TensorBoard in ``out_dir/tb`` (needs the ``tensorboard`` package).
+        resume: continue from ``out_dir/last.pt``.
+    """
+
+    store: str
+    out_dir: str
+    stream: str = "spatial"
+    split: int = 1
+    arch: str = "resnet18"
+    num_frames: int | None = None
+    stride: int = 1
+    input_size: int = 224
+    pretrained: str | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    schedule: str = "cosine"
+    dropout: float = 0.5
+    samples_per_video: int = 1
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    val_clips: int = 3
+    subtract_mean: bool = True
+    tensorboard: bool = False
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.arch not in ARCH_INPUT:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(sorted(ARCH_INPUT))}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
+
+    def clip_spec(self) -> ClipSpec:
+        layout = ARCH_INPUT[self.arch]
+        t = self.num_frames
+        if t is None:
+            t = 16 if layout == "clip" else (10 if self.stream == "temporal" else 1)
+        return ClipSpec(self.stream, t, self.stride, layout, self.input_size, self.subtract_mean)
+
+    # Fields that may differ between the run that wrote a checkpoint and the one resuming it.
+    RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "tensorboard", "val_clips")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU (a CPU build of torch, or no driver)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def make_model(arch: str, spec: ClipSpec, num_classes: int, dropout: float) -> torch.nn.Module:
+    return build_model(arch, num_classes=num_classes, in_channels=spec.channels, num_frames=spec.num_frames,
+                       dropout=dropout)
+
+
+def _memory_format(model_input_dims: int):
+    return torch.channels_last if model_input_dims == 4 else torch.channels_last_3d
+
+
+def _schedule(optimizer, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        milestones = [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool = True, channels_last: bool = False,
+                    progress: bool = True) -> dict:
+    """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}``."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=_memory_format(x.dim()))
+        with _autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        rate = seen / (time.perf_counter() - t0)
+        bar.set_postfix_str(f"loss {total_loss / seen:.3f} acc {correct / seen:.3f} {rate:.0f} clips/s")
+    elapsed = time.perf_counter() - t0
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
+
+
+@torch.no_grad()
+def predict_views(model, views: torch.Tensor, device, *, batch_size: int = 64, amp: bool = True,
+                  channels_last: bool = False) -> torch.Tensor:
+    """Softmax scores of each view: (V, ...) inputs -> (V, num_classes) float32 on the CPU."""
+    model.eval()
+    out = []
+    for chunk in views.split(batch_size):
+        chunk = chunk.to(device, non_blocking=True)
+        if channels_last:
+            chunk = chunk.contiguous(memory_format=_memory_format(chunk.dim()))
+        with _autocast(device, amp):
+            out.append(model(chunk).float().softmax(1).cpu())
+    return torch.cat(out)
+
+
+def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, workers: int = 0, amp: bool = True,
+                 channels_last: bool = False, progress: bool = False):
+    """Scores of every video of ``dataset``.
+
+    Returns:
+        (video_scores (N, C) averaged over views, labels (N,), clip_correct (N,) fraction of views right).
+    """
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    n = len(dataset)
+    scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
+    for views, label, i in tqdm(loader, desc="evaluate", unit="video", disable=not progress, leave=False):
+        p = predict_views(model, views, device, batch_size=batch_size, amp=amp, channels_last=channels_last)
+        if scores is None:
+            scores = np.zeros((n, p.shape[1]), np.float32)
+        scores[i] = p.mean(0).numpy()
+        labels[i] = label
+        clip_correct[i] = (p.argmax(1) == label).float().mean().item()
+    return scores, labels, clip_correct
+
+
+def validate(model, store, ids, spec, cfg: TrainConfig, device) -> dict:
+    """Quick per-epoch check on the split's test videos: ``val_clips`` clips, centre crop."""
+    ds = EvalVideos(store, ids, spec, num_clips=cfg.val_clips, num_crops=1)
+    scores, labels, clip_correct = score_videos(model, ds, device, batch_size=cfg.batch_size, workers=0,
+                                                amp=cfg.amp, channels_last=cfg.channels_last and device.type == "cuda")
+    return {"val_video_acc": float((scores.argmax(1) == labels).mean()), "val_clip_acc": float(clip_correct.mean())}
+
+
+def _store_meta(store: Store) -> dict:
+    c = store.config
+    return {k: c[k] for k in ("method", "params", "decode", "bound", "mapping", "flow_format")}
+
+
+def _check_resume(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
+    old = ckpt["config"]
+    differ = [f.name for f in fields(cfg) if f.name not in TrainConfig.RESUMABLE_CHANGES and old.get(f.name) != getattr(cfg, f.name)]
+    if differ:
+        raise CheckpointError(f"{path}: cannot resume with other settings: " +
+                              ", ".join(f"{k} was {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in differ))
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _read_log(path: Path, upto_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= upto_epoch]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and accuracies per epoch as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [int(r["epoch"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [float(r["train_loss"]) for r in rows], marker="o")
+    a.set(xlabel="epoch", ylabel="train loss", title="loss")
+    for key in ("train_acc", "val_clip_acc", "val_video_acc"):
+        b.plot(ep, [float(r[key]) for r in rows], marker="o", label=key)
+    b.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
+    """Train as ``cfg`` says; returns the last epoch's log row (with ``best_val_video_acc``)."""
+    store = Store(cfg.store)
+    device = resolve_device(cfg.device)
+    spec = cfg.clip_spec()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_ids = store.video_ids(cfg.split, "train")
+    val_ids = store.video_ids(cfg.split, "test")
+    num_classes = len(store.classes)
+
+    torch.manual_seed(cfg.seed)
+    model = make_model(cfg.arch, spec, num_classes, cfg.dropout)
+    if cfg.pretrained:
+        from .models import load_pretrained
+
+        skipped = load_pretrained(model, cfg.pretrained)
+        log.info("loaded %s (not used: %s)", cfg.pretrained, ", ".join(skipped) or "nothing")
+    model.to(device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=_memory_format(4 if spec.layout == "frame" else 5))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _schedule(optimizer, cfg)
+
+    start, best = 0, -1.0
+    if cfg.resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resume(ckpt, cfg, out / "last.pt")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, best = ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
+    rows = _read_log(out / "log.csv", start - 1)
+
+    dataset = TrainClips(store, train_ids, spec, samples_per_video=cfg.samples_per_video, seed=cfg.seed)
+    meta = {"classes": store.classes, "spec": asdict(spec), "store": _store_meta(store), "num_classes": num_classes}
+    writer = _tensorboard(out) if cfg.tensorboard else None
+    row = rows[-1] if rows else {}
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout and anything else drawing from the global RNG
+        dataset.set_epoch(epoch)
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", drop_last=len(dataset) > cfg.batch_size)
+        lr = optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, loader, optimizer, device, epoch=epoch, amp=cfg.amp,
+                                channels_last=channels_last, progress=progress)
+        val = validate(model, store, val_ids, spec, cfg, device) if val_ids else {"val_video_acc": math.nan,
+                                                                                 "val_clip_acc": math.nan}
+        scheduler.step()
+        row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"], **val,
+               "clips_per_s": stats["clips_per_s"], "seconds": time.perf_counter() - t0}
+        rows.append(row)
+        _write_log(out / "log.csv", rows)
+        plot_curves(rows, out / "curves.png")
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, epoch)
+        improved = val["val_video_acc"] > best or math.isnan(val["val_video_acc"])
+        best = val["val_video_acc"] if improved else best
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "config": asdict(cfg), "meta": {**meta, "best_val_video_acc": best}}
+        save_checkpoint(out / "last.pt", ckpt)
+        if improved:
+            save_checkpoint(out / "best.pt", ckpt)
+        msg = (f"epoch {epoch}: loss {stats['loss']:.4f} train acc {stats['acc']:.3f} val clip acc "
+               f"{val['val_clip_acc']:.3f} video acc {val['val_video_acc']:.3f} ({stats['clips_per_s']:.0f} clips/s)")
+        tqdm.write(msg) if progress else log.info(msg)
+    if writer is not None:
+        writer.close()
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return {**row, "best_val_video_acc": best}
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tb"))
