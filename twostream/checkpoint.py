@@ -43,12 +43,14 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused by the safe loader (it holds Python objects beyond tensors and "
-                              f"plain data; only load files you trust by other means): {first}") from None
+        what = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "")
+        raise CheckpointError(f"{path}: refused by the safe loader: it holds Python objects beyond tensors and "
+                              f"plain data{' (' + what + ')' if what else ''}; only load files you trust") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {first}") from None

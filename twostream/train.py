@@ -111,7 +111,7 @@ class TrainConfig:
         return ClipSpec(self.stream, t, self.stride, layout, self.input_size, self.subtract_mean)
 
     # Fields that may differ between the run that wrote a checkpoint and the one resuming it.
-    RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "tensorboard", "val_clips")
+    RESUMABLE_CHANGES = ("workers", "device", "resume", "tensorboard")
 
 
 def resolve_device(name: str) -> torch.device:
