@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spatial: RGB frames; temporal: stacked optical flow (default: spatial)")
     t.add_argument("--split", type=int, default=d["split"], help="split number (default: 1)")
     t.add_argument("--arch", default=d["arch"], choices=sorted(ARCH_INPUT), help="model (default: resnet18)")
+    t.add_argument("--width", type=int, default=d["base_width"],
+                   help="channels of the first stage (default: 64, the published width; smaller trains faster)")
     t.add_argument("--num-frames", type=int, default=None,
                    help="L flow frames per stack (default 10), or frames per clip for video models (default 16)")
     t.add_argument("--stride", type=int, default=d["stride"], help="frame step inside a clip (default: 1)")
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(a) -> int:
     from .train import TrainConfig, train
 
-    cfg = TrainConfig(store=a.store, out_dir=a.out, stream=a.stream, split=a.split, arch=a.arch,
+    cfg = TrainConfig(store=a.store, out_dir=a.out, stream=a.stream, split=a.split, arch=a.arch, base_width=a.width,
                       num_frames=a.num_frames, stride=a.stride, input_size=a.input_size, pretrained=a.pretrained,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
                       weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout,

@@ -111,7 +111,7 @@ def load_model(checkpoint, device: torch.device):
     ckpt = load_checkpoint(checkpoint)
     cfg, meta = ckpt["config"], ckpt["meta"]
     spec = ClipSpec(**meta["spec"])
-    model = make_model(cfg["arch"], spec, meta["num_classes"], cfg["dropout"])
+    model = make_model(cfg["arch"], spec, meta["num_classes"], cfg["dropout"], cfg["base_width"])
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt, spec
 

@@ -29,7 +29,7 @@ from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import ClipSpec, EvalVideos, TrainClips
-from .models import ARCH_INPUT, build_model
+from .models import ARCH_INPUT, build_model, channels_last_format
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class TrainConfig:
         stream: ``spatial`` (RGB) or ``temporal`` (flow).
         split: split number of the store to train on (its test part is used for validation).
         arch: a name from ``twostream.models.ARCHS``.
+        base_width: channels of the first stage (64 is the published width; less trains faster on a CPU).
         num_frames: L flow frames per temporal stack (2D), or T frames per clip (video models);
             default 10 for a temporal 2D stream, 1 for a spatial 2D stream, 16 for video models.
         stride: frame step inside a clip.
@@ -70,6 +71,7 @@ class TrainConfig:
     stream: str = "spatial"
     split: int = 1
     arch: str = "resnet18"
+    base_width: int = 64
     num_frames: int | None = None
     stride: int = 1
     input_size: int = 224
@@ -124,9 +126,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_model(arch: str, spec: ClipSpec, num_classes: int, dropout: float) -> torch.nn.Module:
+def make_model(arch: str, spec: ClipSpec, num_classes: int, dropout: float, base_width: int = 64) -> torch.nn.Module:
     return build_model(arch, num_classes=num_classes, in_channels=spec.channels, num_frames=spec.num_frames,
-                       dropout=dropout)
+                       dropout=dropout, base_width=base_width)
 
 
 def _memory_format(model_input_dims: int):
@@ -274,7 +276,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     num_classes = len(store.classes)
 
     torch.manual_seed(cfg.seed)
-    model = make_model(cfg.arch, spec, num_classes, cfg.dropout)
+    model = make_model(cfg.arch, spec, num_classes, cfg.dropout, cfg.base_width)
     if cfg.pretrained:
         from .models import load_pretrained
 
@@ -283,7 +285,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
-        model.to(memory_format=_memory_format(4 if spec.layout == "frame" else 5))
+        model.to(memory_format=channels_last_format(model))
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
