@@ -23,12 +23,19 @@ def _param(text: str) -> tuple[str, str]:
     return k.strip(), v.strip()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the usage of ``extract`` alone is ten lines, which hide the message."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .flow import method_names
     from .quantize import MAPPINGS
     from .store import FLOW_FORMATS, RGB_FORMATS
 
-    p = argparse.ArgumentParser(prog="flowprep", description="Precompute RGB frames and dense optical flow of a "
+    p = _Parser(prog="flowprep", description="Precompute RGB frames and dense optical flow of a "
                                 "labelled video dataset into an HDF5 store, in parallel and resumably.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -125,9 +132,10 @@ def cmd_info(a) -> int:
     done = st.video_ids()
     failures = st.failures()
     frames = sum(st.num_frames(v) for v in done)
-    pending = len(man["videos"]) - len(done) - sum(1 for v in man["videos"] if v["id"] in failures)
+    failed = sum(1 for v in man["videos"] if v["id"] in failures)  # the rest of ``failures`` are dataset problems
+    pending = len(man["videos"]) - len(done) - failed
     print(f"store      {st.root}")
-    print(f"videos     {len(done)} done, {len(failures)} failed, {max(pending, 0)} pending, of {len(man['videos'])} found"
+    print(f"videos     {len(done)} done, {failed} failed, {max(pending, 0)} pending, of {len(man['videos'])} found"
           + (f" (+{len(man['problems'])} dataset problems)" if man["problems"] else ""))
     print(f"frames     {frames} RGB, {frames - len(done)} flow")
     print(f"classes    {len(st.classes)}: {', '.join(st.classes[:10])}{' ...' if len(st.classes) > 10 else ''}")
@@ -163,6 +171,7 @@ def cmd_verify(a) -> int:
             attrs = st.attrs(vid)
             if int(attrs["num_frames"]) != n:
                 raise ValueError(f"index says {n} frames, file says {attrs['num_frames']}")
+            st.check(vid)
             rgb = st.frames(vid, range(n))
             flow = st.flow(vid, range(n - 1))
             h, w = int(attrs["height"]), int(attrs["width"])

@@ -54,6 +54,12 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def _duplicate_id(vid: str, list_name: str) -> str:
+    # A duplicate's record must not take the id of the video itself: that video is extracted (from its first
+    # entry), and a failure record under its id would be overwritten by, or hide, the video's own status.
+    return f"{vid} (duplicate in {list_name})"
+
+
 def _class_folders(root: Path, exclude: set[Path]) -> dict[str, list[Path]]:
     out = {}
     for d in sorted(root.iterdir()):
@@ -139,7 +145,8 @@ def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
             vid = vid.replace("\\", "/")
             where = f"{f.name}"
             if vid in seen:
-                problems.append({"id": vid, "problem": f"duplicate entry in {where}"})
+                problems.append({"id": _duplicate_id(vid, f.name),
+                                 "problem": f"duplicate entry in {where}; the first is used"})
             elif vid.split("/")[0] not in label_of:
                 problems.append({"id": vid, "problem": f"unknown class {vid.split('/')[0]!r} in {where}"})
             elif vid not in known:
@@ -176,7 +183,8 @@ def _hmdb51(root: Path, split_dir: Path, folders: dict) -> Dataset:
                 raise DatasetError(f"{f}: expected '<video> 0|1|2' lines, got {line!r}")
             vid = f"{c}/{parts[0]}"
             if vid in seen:
-                problems.append({"id": vid, "problem": f"duplicate entry in {f.name}"})
+                problems.append({"id": _duplicate_id(vid, f.name),
+                                 "problem": f"duplicate entry in {f.name}; the first is used"})
             elif vid not in known:
                 problems.append({"id": vid, "problem": f"listed in {f.name} but no such file under {root}"})
             elif parts[1] != "0":
@@ -195,7 +203,8 @@ def _from_list_file(root: Path, list_file: Path) -> Dataset:
             raise DatasetError(f"{list_file}:{lineno}: expected '<relative/path> <label>', got {line!r}")
         vid, label = parts[0].replace("\\", "/"), parts[1]
         if vid in seen:
-            problems.append({"id": vid, "problem": f"duplicate entry ({list_file.name} line {lineno})"})
+            problems.append({"id": _duplicate_id(vid, list_file.name),
+                             "problem": f"duplicate entry ({list_file.name} line {lineno}); the first is used"})
         elif not (root / vid).exists():
             problems.append({"id": vid, "problem": f"listed in {list_file.name} line {lineno} but no such file under {root}"})
         else:

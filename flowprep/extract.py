@@ -144,8 +144,9 @@ def _lock(store_dir: Path):
 def _remove_stale_temporaries(store_dir: Path) -> int:
     n = 0
     for p in store_dir.rglob("*.tmp-*"):
-        p.unlink(missing_ok=True)
-        n += 1
+        if p.name.rsplit(".tmp-", 1)[1].isdigit():  # <name>.tmp-<pid>; a video may have ".tmp-" in its own name
+            p.unlink(missing_ok=True)
+            n += 1
     return n
 
 
@@ -237,6 +238,11 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int = -
         A :class:`Summary`; ``summary.ok`` is False when any video or dataset entry failed.
     """
     cfg = cfg or ExtractConfig()
+    # Checked before the store is touched: joblib would only complain after the store was made.
+    if jobs == 0:
+        raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     root, store_dir = Path(root), Path(store_dir)
     ds = discover(root, splits_dir=splits_dir, list_file=list_file)
     store_dir.mkdir(parents=True, exist_ok=True)

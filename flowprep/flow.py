@@ -42,6 +42,7 @@ class FlowMethod:
     defaults: dict = field(default_factory=dict)
     description: str = ""
     devices: tuple[str, ...] = ("cpu",)
+    validate: Callable[[dict], None] | None = None
 
 
 METHODS: dict[str, FlowMethod] = {}
@@ -49,11 +50,15 @@ METHODS: dict[str, FlowMethod] = {}
 _LAZY_METHODS = {"tvl1-torch": "flowprep.tvl1_torch"}
 
 
-def register_method(name: str, defaults: dict, description: str = "", devices=("cpu",)):
-    """Decorator that adds a ``flow_pairs`` function to :data:`METHODS` under ``name``."""
+def register_method(name: str, defaults: dict, description: str = "", devices=("cpu",), validate=None):
+    """Decorator that adds a ``flow_pairs`` function to :data:`METHODS` under ``name``.
+
+    ``validate(params)``, if given, raises ``ValueError`` for bad parameter values; :func:`resolve_params` calls
+    it, so that a bad value is a usage error up front rather than one failure per video.
+    """
 
     def wrap(fn):
-        METHODS[name] = FlowMethod(name, fn, dict(defaults), description, tuple(devices))
+        METHODS[name] = FlowMethod(name, fn, dict(defaults), description, tuple(devices), validate)
         return fn
 
     return wrap
@@ -82,6 +87,8 @@ def resolve_params(name: str, overrides: dict | None = None) -> dict:
                 f"flow method {name!r} has no parameter {key!r}; it takes {', '.join(sorted(params))}"
             )
         params[key] = type(params[key])(value) if params[key] is not None else value
+    if method.validate is not None:
+        method.validate(params)
     return params
 
 
@@ -147,10 +154,14 @@ _DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 DIS_DEFAULTS = dict(preset="medium")
 
 
-@register_method("dis", DIS_DEFAULTS, "OpenCV DIS (Kroeger et al. 2016), preset medium")
-def dis_pairs(prev: np.ndarray, nxt: np.ndarray, **p) -> np.ndarray:
+def _check_dis(p: dict) -> None:
     if p["preset"] not in _DIS_PRESETS:
         raise ValueError(f"dis preset must be one of {', '.join(_DIS_PRESETS)}, got {p['preset']!r}")
+
+
+@register_method("dis", DIS_DEFAULTS, "OpenCV DIS (Kroeger et al. 2016), preset medium", validate=_check_dis)
+def dis_pairs(prev: np.ndarray, nxt: np.ndarray, **p) -> np.ndarray:
+    _check_dis(p)
     return _loop(lambda: cv2.DISOpticalFlow_create(_DIS_PRESETS[p["preset"]]), prev, nxt)
 
 

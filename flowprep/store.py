@@ -16,7 +16,9 @@ worst a temporary file, which the next extraction removes. No HDF5 file is ever 
 Schema of ``videos/<id>.h5``:
 
 * attributes: ``id``, ``label``, ``class_name``, ``num_frames`` T, ``height``, ``width``, ``source_fps``, ``fps``,
-  ``source_frames``, ``rgb_format``, ``flow_format``, ``mapping``, ``bound``, ``method``;
+  ``source_frames``, ``rgb_format``, ``flow_format``, ``mapping``, ``bound``, ``method``, and ``sha256`` of the
+  datasets' contents (see :func:`content_digest`), which ``flowprep verify`` checks: JPEG decoders accept many
+  damaged streams, so decoding alone misses damage;
 * ``frame_index`` (T,) int32: index of each stored frame in the source video;
 * ``rgb``: (T,) variable-length uint8, each a JPEG (``rgb_format="jpeg"``), or (T, H, W, 3) uint8 (``"raw"``);
 * flow between stored frames t and t+1, T-1 of them, x and y apart:
@@ -29,6 +31,7 @@ Schema of ``videos/<id>.h5``:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -93,6 +96,22 @@ def _decode(buf: np.ndarray, flags: int) -> np.ndarray:
     return img
 
 
+def _digest(contents: dict) -> str:
+    """sha256 over ``{dataset name: list of uint8 byte arrays}``, in name order, each item with its length."""
+    h = hashlib.sha256()
+    for name in sorted(contents):
+        h.update(name.encode() + b"\0")
+        for item in contents[name]:
+            b = np.ascontiguousarray(item).tobytes()
+            h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
+
+
+def content_digest(f: h5py.File) -> str:
+    """The ``sha256`` attribute a video file should carry, recomputed from what is stored in ``f``."""
+    return _digest({name: (list(d[:]) if d.dtype == object else [d[()]]) for name, d in f.items()})
+
+
 def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_format="jpeg", flow_format="jpeg",
                 jpeg_quality=95) -> int:
     """Write one video's file atomically (temporary name, then rename). Returns its size in bytes.
@@ -107,28 +126,36 @@ def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_fo
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     vlen = h5py.vlen_dtype(np.uint8)
+    contents = {}  # {dataset name: [items]}, what the sha256 attribute covers
     with h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["rgb_format"], f.attrs["flow_format"] = rgb_format, flow_format
-        f.create_dataset("frame_index", data=np.asarray(frame_index, np.int32))
+        contents["frame_index"] = [np.asarray(frame_index, np.int32)]
+        f.create_dataset("frame_index", data=contents["frame_index"][0])
         if rgb_format == "jpeg":
             d = f.create_dataset("rgb", (len(frames),), dtype=vlen)
-            for i, fr in enumerate(frames):
-                d[i] = _encode(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR), "jpeg", jpeg_quality)
+            contents["rgb"] = [_encode(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR), "jpeg", jpeg_quality) for fr in frames]
+            for i, buf in enumerate(contents["rgb"]):
+                d[i] = buf
         else:
-            f.create_dataset("rgb", data=frames, chunks=(1,) + frames.shape[1:])
+            contents["rgb"] = [np.asarray(frames, np.uint8)]
+            f.create_dataset("rgb", data=contents["rgb"][0], chunks=(1,) + frames.shape[1:])
         n = len(codes_or_flow)
         if flow_format == "float16":
-            f.create_dataset("flow", data=np.asarray(codes_or_flow, np.float16), chunks=(1,) + codes_or_flow.shape[1:])
+            contents["flow"] = [np.asarray(codes_or_flow, np.float16)]
+            f.create_dataset("flow", data=contents["flow"][0], chunks=(1,) + codes_or_flow.shape[1:])
         elif flow_format == "raw":
             for c, name in enumerate(("flow_x", "flow_y")):
-                f.create_dataset(name, data=codes_or_flow[..., c], chunks=(1,) + codes_or_flow.shape[1:3])
+                contents[name] = [np.ascontiguousarray(codes_or_flow[..., c])]
+                f.create_dataset(name, data=contents[name][0], chunks=(1,) + codes_or_flow.shape[1:3])
         else:
             for c, name in enumerate(("flow_x", "flow_y")):
                 d = f.create_dataset(name, (n,), dtype=vlen)
-                for i in range(n):
-                    d[i] = _encode(codes_or_flow[i, ..., c], flow_format, jpeg_quality)
+                contents[name] = [_encode(codes_or_flow[i, ..., c], flow_format, jpeg_quality) for i in range(n)]
+                for i, buf in enumerate(contents[name]):
+                    d[i] = buf
+        f.attrs["sha256"] = _digest(contents)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -193,6 +220,12 @@ class Store:
 
     def attrs(self, vid: str) -> dict:
         return dict(self._file(vid).attrs)
+
+    def check(self, vid: str) -> None:
+        """Raise :class:`StoreError` if the stored bytes of ``vid`` differ from those written (``sha256``)."""
+        f = self._file(vid)
+        if "sha256" in f.attrs and content_digest(f) != f.attrs["sha256"]:
+            raise StoreError(f"{video_path(self.root, vid)}: contents do not match their sha256 (damaged file)")
 
     def failures(self) -> dict[str, dict]:
         out = {}

@@ -54,3 +54,45 @@ def make_dataset(root, classes=None, per_class=3, num_frames=8, size=(48, 40)) -
 @pytest.fixture
 def tiny_dataset(tmp_path) -> Path:
     return make_dataset(tmp_path / "ds")
+
+
+# --- helpers for the flowprep store tests -------------------------------------------------------
+
+def flowprep_cmd(*args) -> list[str]:
+    """The ``python -m flowprep ...`` command line, run with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "flowprep", *map(str, args)]
+
+
+def run_flowprep(*args, timeout: float = 120) -> "subprocess.CompletedProcess":
+    """Run ``python -m flowprep ARGS`` to completion; stdout/stderr captured as text."""
+    import subprocess
+
+    return subprocess.run(flowprep_cmd(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def read_store_file(path) -> dict:
+    """Everything in one video file of a store: ``{"attrs": {...}, name: [bytes per item] or bytes}``.
+
+    Variable-length datasets give a list of bytes per item; fixed-size ones the bytes of the whole array (with
+    dtype and shape), so two files compare equal exactly when they hold the same data and attributes.
+    """
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        out["attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
+        for name, d in f.items():
+            if d.dtype == object:
+                out[name] = [bytes(x) for x in d[:]]
+            else:
+                a = d[()]
+                out[name] = (a.dtype.str, a.shape, a.tobytes())
+    return out
+
+
+def read_store(store_dir) -> dict:
+    """``{video id (path under videos/ without .h5): read_store_file(...)}`` for every finished video of a store."""
+    videos = Path(store_dir) / "videos"
+    return {p.relative_to(videos).as_posix()[: -len(".h5")]: read_store_file(p) for p in sorted(videos.rglob("*.h5"))}
