@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import fields
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d["schedule"],
                    help="learning-rate schedule over the epochs (default: cosine)")
     t.add_argument("--dropout", type=float, default=d["dropout"], help=f"(default: {d['dropout']})")
+    t.add_argument("--bn", choices=("train", "partial", "frozen"), default=d["bn"],
+                   help="BatchNorm statistics: train (default), partial (TSN: all frozen but the first), frozen")
     t.add_argument("--samples-per-video", type=int, default=d["samples_per_video"],
                    help="random clips per video and epoch (default: 1)")
     t.add_argument("--workers", type=int, default=d["workers"], help="DataLoader workers (default: 2)")
@@ -90,19 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 prints results."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def cmd_train(a) -> int:
     from .train import TrainConfig, train
 
     cfg = TrainConfig(store=a.store, out_dir=a.out, stream=a.stream, split=a.split, arch=a.arch, base_width=a.width,
                       num_frames=a.num_frames, stride=a.stride, input_size=a.input_size, pretrained=a.pretrained,
                       epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
-                      weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout,
+                      weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout, bn=a.bn,
                       samples_per_video=a.samples_per_video, workers=a.workers, device=a.device, amp=not a.no_amp,
                       channels_last=not a.no_channels_last, seed=a.seed, val_clips=a.val_clips,
                       subtract_mean=not a.no_mean_subtraction, tensorboard=a.tensorboard, resume=a.resume)
     row = train(cfg, progress=not a.quiet)
-    print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
-          f"best {row['best_val_video_acc']:.3f} -> {a.out}")
+    if _rank() == 0:
+        print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
+              f"best {row['best_val_video_acc']:.3f} -> {a.out}")
     return 0
 
 
@@ -111,8 +120,9 @@ def cmd_evaluate(a) -> int:
 
     m = evaluate(a.checkpoint, a.store, a.out, split=a.split, num_clips=a.clips, num_crops=a.crops,
                  batch_size=a.batch_size, workers=a.workers, device=a.device, progress=not a.quiet)
-    print(f"{m['videos']} videos: clip top1 {m['clip_top1']:.3f}, video top1 {m['top1']:.3f}, "
-          f"top5 {m['top5']:.3f}, mean class {m['mean_class']:.3f} -> {a.out}")
+    if _rank() == 0:
+        print(f"{m['videos']} videos: clip top1 {m['clip_top1']:.3f}, video top1 {m['top1']:.3f}, "
+              f"top5 {m['top5']:.3f}, mean class {m['mean_class']:.3f} -> {a.out}")
     return 0
 
 

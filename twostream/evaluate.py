@@ -15,8 +15,9 @@ import torch
 from flowprep.store import Store
 
 from .checkpoint import load_checkpoint
-from .data import ClipSpec, EvalVideos
-from .train import make_model, resolve_device, score_videos
+from .data import ClipSpec
+from .distributed import cleanup, setup
+from .train import make_model, resolve_device, score_sharded
 
 
 @dataclass
@@ -120,26 +121,31 @@ def evaluate(checkpoint, store_dir, out_path, *, split: int | None = None, num_c
              batch_size: int = 64, workers: int = 2, device: str = "auto", progress: bool = True) -> dict:
     """Score the test videos of ``split`` with a trained model and write them to ``out_path`` (.npz).
 
-    Also writes ``<out_path stem>_confusion.png``. Returns the metrics:
+    Also writes ``<out_path stem>_confusion.png``. Under ``torchrun`` the videos are split over the
+    processes and the scores gathered (rank 0 writes). Returns the metrics:
     ``{"clip_top1", "top1", "top5", "mean_class", "videos"}``.
     """
-    dev = resolve_device(device)
-    model, ckpt, spec = load_model(checkpoint, dev)
-    store = Store(store_dir)
-    split = split if split is not None else ckpt["config"]["split"]
-    if list(store.classes) != list(ckpt["meta"]["classes"]):
-        raise ValueError(f"{checkpoint}: trained on other classes than those of the store {store_dir}")
-    ids = store.video_ids(split, "test")
-    if not ids:
-        raise ValueError(f"{store_dir}: split {split} has no finished test videos")
-    ds = EvalVideos(store, ids, spec, num_clips=num_clips, num_crops=num_crops)
-    channels_last = ckpt["config"]["channels_last"] and dev.type == "cuda"
-    scores, labels, clip_correct = score_videos(model, ds, dev, batch_size=batch_size, workers=workers,
-                                                amp=ckpt["config"]["amp"], channels_last=channels_last, progress=progress)
-    name = ckpt["config"]["stream"] if ckpt["config"]["arch"].startswith("resnet") else ckpt["config"]["arch"]
-    result = Scores(scores, labels, np.asarray(ids), np.asarray(store.classes), name)
-    result.save(out_path)
-    out_path = Path(out_path)
-    plot_confusion(confusion_matrix(scores, labels, len(store.classes)), store.classes,
-                   out_path.with_name(out_path.stem + "_confusion.png"), title=f"{name}: split {split}")
-    return {"clip_top1": float(clip_correct.mean()), **metrics(scores, labels), "videos": len(ids)}
+    world, dev = setup(resolve_device(device))
+    try:
+        model, ckpt, spec = load_model(checkpoint, dev)
+        store = Store(store_dir)
+        split = split if split is not None else ckpt["config"]["split"]
+        if list(store.classes) != list(ckpt["meta"]["classes"]):
+            raise ValueError(f"{checkpoint}: trained on other classes than those of the store {store_dir}")
+        ids = store.video_ids(split, "test")
+        if not ids:
+            raise ValueError(f"{store_dir}: split {split} has no finished test videos")
+        channels_last = ckpt["config"]["channels_last"] and dev.type == "cuda"
+        scores, labels, clip_correct = score_sharded(
+            model, store, ids, spec, dev, world, num_clips=num_clips, num_crops=num_crops, batch_size=batch_size,
+            workers=workers, amp=ckpt["config"]["amp"], channels_last=channels_last, progress=progress)
+        cfg = ckpt["config"]
+        name = cfg["stream"] if cfg["arch"].startswith("resnet") else f"{cfg['arch']} {cfg['stream']}"
+        if world.main:
+            Scores(scores, labels, np.asarray(ids), np.asarray(store.classes), name).save(out_path)
+            out_path = Path(out_path)
+            plot_confusion(confusion_matrix(scores, labels, len(store.classes)), store.classes,
+                           out_path.with_name(out_path.stem + "_confusion.png"), title=f"{name}: split {split}")
+        return {"clip_top1": float(clip_correct.mean()), **metrics(scores, labels), "videos": len(ids)}
+    finally:
+        cleanup(world)

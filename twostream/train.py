@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import ClipSpec, EvalVideos, TrainClips
+from .distributed import World, cleanup, gather, setup, shard, sum_across
 from .models import ARCH_INPUT, build_model, channels_last_format
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class TrainConfig:
         optimizer: ``sgd`` (with momentum) or ``adamw``.
         schedule: ``cosine``, ``step`` (x0.1 at 1/2 and 3/4 of the epochs) or ``constant``.
         dropout: before the classifier (TSN: 0.8 for flow, 0.5 for RGB with few samples).
+        bn: BatchNorm statistics: ``train`` (updated), ``partial`` (all frozen but the first layer's: TSN's
+            partial BN, for fine-tuning from pretrained weights) or ``frozen``. Under torchrun on CUDA the
+            updated ones are synchronised across GPUs (SyncBatchNorm); on the CPU each process keeps its own.
         samples_per_video: random clips drawn from each video per epoch.
         workers: DataLoader worker processes.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -84,6 +88,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     schedule: str = "cosine"
     dropout: float = 0.5
+    bn: str = "train"
     samples_per_video: int = 1
     workers: int = 2
     device: str = "auto"
@@ -102,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         if self.schedule not in ("cosine", "step", "constant"):
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
+        if self.bn not in ("train", "partial", "frozen"):
+            raise ValueError(f"bn must be train, partial or frozen, got {self.bn!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
 
@@ -148,13 +155,24 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
+def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
+    """Put BatchNorm layers whose statistics are frozen (``partial``: all but the first; ``frozen``: all) in eval mode."""
+    if mode == "train":
+        return
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns[1:] if mode == "partial" else bns:
+        m.eval()
+
+
 def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool = True, channels_last: bool = False,
-                    progress: bool = True) -> dict:
-    """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}``."""
+                    bn: str = "train", progress: bool = True, world: World = World()) -> dict:
+    """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}`` over all ranks."""
     model.train()
+    set_bn_mode(model, bn)
     total_loss, correct, seen = 0.0, 0, 0
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (progress and world.main), leave=False,
+               dynamic_ncols=True)
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
@@ -168,9 +186,10 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-        rate = seen / (time.perf_counter() - t0)
+        rate = seen * world.size / (time.perf_counter() - t0)
         bar.set_postfix_str(f"loss {total_loss / seen:.3f} acc {correct / seen:.3f} {rate:.0f} clips/s")
     elapsed = time.perf_counter() - t0
+    total_loss, correct, seen = sum_across([total_loss, correct, seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
 
 
@@ -209,11 +228,26 @@ def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, wo
     return scores, labels, clip_correct
 
 
-def validate(model, store, ids, spec, cfg: TrainConfig, device) -> dict:
+def score_sharded(model, store, ids, spec, device, world: World, *, num_clips: int, num_crops: int, batch_size: int,
+                  workers: int = 0, amp: bool = True, channels_last: bool = False, progress: bool = False):
+    """:func:`score_videos` with the videos split over the ranks and the results gathered, in ``ids`` order."""
+    mine = shard(ids, world)
+    ds = EvalVideos(store, mine, spec, num_clips=num_clips, num_crops=num_crops)
+    part = score_videos(model, ds, device, batch_size=batch_size, workers=workers, amp=amp,
+                        channels_last=channels_last, progress=progress and world.main) if mine else None
+    parts = [p for p in gather(part, world) if p is not None]
+    order = [v for r in range(world.size) for v in shard(ids, world.__class__(r, world.size))]
+    pos = {v: i for i, v in enumerate(order)}
+    idx = np.array([pos[v] for v in ids])
+    scores, labels, clip_correct = (np.concatenate([p[k] for p in parts])[idx] for k in range(3))
+    return scores, labels, clip_correct
+
+
+def validate(model, store, ids, spec, cfg: TrainConfig, device, world: World = World()) -> dict:
     """Quick per-epoch check on the split's test videos: ``val_clips`` clips, centre crop."""
-    ds = EvalVideos(store, ids, spec, num_clips=cfg.val_clips, num_crops=1)
-    scores, labels, clip_correct = score_videos(model, ds, device, batch_size=cfg.batch_size, workers=0,
-                                                amp=cfg.amp, channels_last=cfg.channels_last and device.type == "cuda")
+    scores, labels, clip_correct = score_sharded(model, store, ids, spec, device, world, num_clips=cfg.val_clips,
+                                                 num_crops=1, batch_size=cfg.batch_size, amp=cfg.amp,
+                                                 channels_last=cfg.channels_last and device.type == "cuda")
     return {"val_video_acc": float((scores.argmax(1) == labels).mean()), "val_clip_acc": float(clip_correct.mean())}
 
 
@@ -265,12 +299,27 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
-    """Train as ``cfg`` says; returns the last epoch's log row (with ``best_val_video_acc``)."""
+    """Train as ``cfg`` says; returns the last epoch's log row (with ``best_val_video_acc``).
+
+    Under ``torchrun`` each process trains on its share of every global batch of ``cfg.batch_size`` clips
+    (DistributedDataParallel averages the gradients), validation is split over the processes and gathered,
+    and only rank 0 writes files.
+    """
     store = Store(cfg.store)
-    device = resolve_device(cfg.device)
+    world, device = setup(resolve_device(cfg.device))
+    try:
+        return _train(cfg, store, world, device, progress)
+    finally:
+        cleanup(world)
+
+
+def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, progress: bool) -> dict:
+    if cfg.batch_size % world.size:
+        raise ValueError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
     spec = cfg.clip_spec()
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     train_ids = store.video_ids(cfg.split, "train")
     val_ids = store.video_ids(cfg.split, "test")
     num_classes = len(store.classes)
@@ -282,6 +331,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
 
         skipped = load_pretrained(model, cfg.pretrained)
         log.info("loaded %s (not used: %s)", cfg.pretrained, ", ".join(skipped) or "nothing")
+    if world.distributed and device.type == "cuda" and cfg.bn != "frozen":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
@@ -301,47 +352,56 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best = ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
-    rows = _read_log(out / "log.csv", start - 1)
+    rows = _read_log(out / "log.csv", start - 1) if world.main else []
+    net = model
+    if world.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     dataset = TrainClips(store, train_ids, spec, samples_per_video=cfg.samples_per_video, seed=cfg.seed)
+    # The same sampler with one process as with many: the global batches are then the same clips.
+    sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed)
+    per_rank = cfg.batch_size // world.size
     meta = {"classes": store.classes, "spec": asdict(spec), "store": _store_meta(store), "num_classes": num_classes}
-    writer = _tensorboard(out) if cfg.tensorboard else None
+    writer = _tensorboard(out) if cfg.tensorboard and world.main else None
     row = rows[-1] if rows else {}
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout and anything else drawing from the global RNG
         dataset.set_epoch(epoch)
-        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", drop_last=len(dataset) > cfg.batch_size)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", drop_last=len(sampler) > per_rank)
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, loader, optimizer, device, epoch=epoch, amp=cfg.amp,
-                                channels_last=channels_last, progress=progress)
-        val = validate(model, store, val_ids, spec, cfg, device) if val_ids else {"val_video_acc": math.nan,
-                                                                                 "val_clip_acc": math.nan}
+        stats = train_one_epoch(net, loader, optimizer, device, epoch=epoch, amp=cfg.amp, channels_last=channels_last,
+                                bn=cfg.bn, progress=progress, world=world)
+        val = (validate(model, store, val_ids, spec, cfg, device, world) if val_ids
+               else {"val_video_acc": math.nan, "val_clip_acc": math.nan})
         scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"], **val,
                "clips_per_s": stats["clips_per_s"], "seconds": time.perf_counter() - t0}
-        rows.append(row)
-        _write_log(out / "log.csv", rows)
-        plot_curves(rows, out / "curves.png")
-        if writer is not None:
-            for k, v in row.items():
-                if k != "epoch":
-                    writer.add_scalar(k, v, epoch)
         improved = val["val_video_acc"] > best or math.isnan(val["val_video_acc"])
         best = val["val_video_acc"] if improved else best
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "config": asdict(cfg), "meta": {**meta, "best_val_video_acc": best}}
-        save_checkpoint(out / "last.pt", ckpt)
-        if improved:
-            save_checkpoint(out / "best.pt", ckpt)
-        msg = (f"epoch {epoch}: loss {stats['loss']:.4f} train acc {stats['acc']:.3f} val clip acc "
-               f"{val['val_clip_acc']:.3f} video acc {val['val_video_acc']:.3f} ({stats['clips_per_s']:.0f} clips/s)")
-        tqdm.write(msg) if progress else log.info(msg)
+        if world.main:
+            rows.append(row)
+            _write_log(out / "log.csv", rows)
+            plot_curves(rows, out / "curves.png")
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, epoch)
+            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "config": asdict(cfg),
+                    "meta": {**meta, "best_val_video_acc": best, "world_size": world.size}}
+            save_checkpoint(out / "last.pt", ckpt)
+            if improved:
+                save_checkpoint(out / "best.pt", ckpt)
+            msg = (f"epoch {epoch}: loss {stats['loss']:.4f} train acc {stats['acc']:.3f} val clip acc "
+                   f"{val['val_clip_acc']:.3f} video acc {val['val_video_acc']:.3f} ({stats['clips_per_s']:.0f} clips/s)")
+            tqdm.write(msg) if progress else log.info(msg)
     if writer is not None:
         writer.close()
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    if world.main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     return {**row, "best_val_video_acc": best}
 
 
