@@ -64,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality for frames and flow (default: 95)")
     e.add_argument("--splits", metavar="DIR", help="directory holding the split files, if not under ROOT")
     e.add_argument("--list", metavar="FILE", help="a list file of 'relative/path label' lines instead of class folders")
-    e.add_argument("--jobs", type=int, default=-1, help="worker processes (default: -1, one per core)")
+    w = e.add_mutually_exclusive_group()
+    w.add_argument("--jobs", type=int, help="worker processes on this machine (default: -1, one per core)")
+    w.add_argument("--dask", metavar="ADDRESS", help="run the videos on the dask.distributed cluster whose scheduler "
+                   "is at ADDRESS (tcp://host:8786) instead; its workers set the parallelism and must read ROOT at "
+                   "the same path; only this process writes STORE. Needs: pip install \"twostream[dask]\"")
     e.add_argument("--threads", type=int, default=1, help="OpenCV threads in each worker (default: 1)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -83,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_extract(a) -> int:
+    from .cluster import ClusterError  # importable without the dask extra, which it needs only when used
     from .decode import DecodeConfig
     from .extract import ExtractConfig, extract_dataset
 
@@ -93,8 +98,13 @@ def cmd_extract(a) -> int:
                           fps=a.fps, stride=a.stride)
     cfg = ExtractConfig(method=a.method, params=params, decode=decode, bound=a.bound, mapping=a.mapping,
                         rgb_format=a.rgb_format, flow_format=a.flow_format, jpeg_quality=a.jpeg_quality)
-    s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, splits_dir=a.splits,
-                        list_file=a.list, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+    try:
+        s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, splits_dir=a.splits,
+                            list_file=a.list, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
+                            dask=a.dask)
+    except ClusterError as e:
+        print(f"flowprep: error: {e}", file=sys.stderr)
+        return 2
     rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
     print(f"{s.done} extracted, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
           f"{s.pairs} flow pairs in {s.seconds:.1f} s ({rate:.1f} pairs/s) -> {a.output}")

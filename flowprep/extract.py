@@ -1,9 +1,9 @@
 """Parallel, resumable extraction of frames and flow for a whole dataset.
 
 Each video is one unit of work: decode -> flow -> quantise -> encode -> write its own HDF5 file under a
-temporary name -> rename. Units run in joblib workers; each returns a status, and the parent records
-failures and updates the progress bar. Rerunning the same command skips the finished videos, retries the
-failed ones and removes temporary files left by a killed run.
+temporary name -> rename. Units run in joblib workers, or as tasks on a dask cluster (:mod:`flowprep.cluster`);
+each returns a status, and the parent records failures and updates the progress bar. Rerunning the same
+command skips the finished videos, retries the failed ones and removes temporary files left by a killed run.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import fcntl
 import os
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -220,34 +221,54 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
             p.unlink(missing_ok=True)
 
 
-def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int = -1, threads: int = 1,
-                    splits_dir=None, list_file=None, progress: bool = True, log=print) -> Summary:
+def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | None = None, threads: int = 1,
+                    splits_dir=None, list_file=None, progress: bool = True, log=print, dask=None) -> Summary:
     """Extract every video of the dataset at ``root`` into the store ``store_dir``.
 
     Args:
         root: dataset root (see :mod:`flowprep.dataset` for layouts).
         store_dir: the store directory; created, or resumed when it exists.
         cfg: what to extract.
-        jobs: joblib worker processes (-1: one per core).
-        threads: OpenCV threads inside each worker.
+        jobs: joblib worker processes (default -1: one per core). Not with ``dask``.
+        threads: OpenCV threads inside each worker (or each dask task).
         splits_dir, list_file: where the splits or the list of videos are, if not in the usual places.
         progress: show a progress bar (videos, frame pairs/s, ETA).
         log: called with one line per failure.
+        dask: run the videos on a ``dask.distributed`` cluster instead of local processes: the scheduler's
+            address (``tcp://host:8786``) or a ``distributed.Client``. Workers must read the dataset at the path
+            ``root`` has here; only this process writes the store (see :mod:`flowprep.cluster`).
 
     Returns:
         A :class:`Summary`; ``summary.ok`` is False when any video or dataset entry failed.
+
+    Raises:
+        flowprep.cluster.ClusterError: with ``dask``, when the cluster cannot be used or a task is lost for a
+            reason that is not one video's.
     """
     cfg = cfg or ExtractConfig()
     # Checked before the store is touched: joblib would only complain after the store was made.
+    if dask is not None and jobs is not None:
+        raise ValueError("jobs and dask exclude each other: on a cluster the workers' threads set the parallelism")
+    jobs = -1 if jobs is None else jobs
     if jobs == 0:
         raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     root, store_dir = Path(root), Path(store_dir)
     ds = discover(root, splits_dir=splits_dir, list_file=list_file)
-    store_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(store_dir)
-    try:
+    with ExitStack() as cleanup:
+        client = None
+        if dask is not None:  # connected and checked before the store is touched: a bad cluster leaves nothing
+            from . import cluster
+
+            client, owned = cluster.connect(dask)
+            if owned:
+                cleanup.callback(client.close)
+            # Workers read the sources by absolute path: a relative root means the client's working directory.
+            root = root.absolute()
+            cluster.check_workers(client, root)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        cleanup.enter_context(_lock(store_dir))
         prepare_store(store_dir, ds, cfg)
         _remove_stale_temporaries(store_dir)
         failed = {}
@@ -263,8 +284,13 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int = -
         pairs = 0
         bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
                    desc=f"flowprep {cfg.method}")
-        tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
-        for r in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+        if client is None:
+            tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
+            finished = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+        else:  # the workers return file bytes and this process writes them: it stays the store's only writer
+            finished = cluster.extract_on_cluster(client, todo, root, store_dir, cfg, threads)
+            cleanup.callback(finished.close)  # on an error here, cancel the cluster's work before the client closes
+        for r in finished:
             results[r.id] = r
             if r.ok:
                 pairs += r.pairs
@@ -279,5 +305,4 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int = -
         write_index(store_dir, ds, results)
         return Summary(len(ds.videos) + len(ds.problems), len(results) - sum(not r.ok for r in results.values()),
                        skipped, failed, time.perf_counter() - t0, pairs)
-    finally:
-        lock.close()
+
