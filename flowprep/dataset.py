@@ -205,6 +205,9 @@ def _from_list_file(root: Path, list_file: Path) -> Dataset:
         if vid in seen:
             problems.append({"id": _duplicate_id(vid, list_file.name),
                              "problem": f"duplicate entry ({list_file.name} line {lineno}); the first is used"})
+        elif vid.startswith("/") or ".." in vid.split("/"):
+            problems.append({"id": vid, "problem": f"{list_file.name} line {lineno}: the path leads outside the "
+                             f"dataset root {root}; give paths relative to it"})
         elif not (root / vid).exists():
             problems.append({"id": vid, "problem": f"listed in {list_file.name} line {lineno} but no such file under {root}"})
         else:

@@ -36,6 +36,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import h5py
@@ -59,6 +60,8 @@ def video_path(store_dir, vid: str) -> Path:
 
 
 def failure_path(store_dir, vid: str) -> Path:
+    if vid.startswith("/") or ".." in vid.split("/"):  # a bad list entry must not write outside the store
+        vid = quote(vid, safe="")
     return Path(store_dir) / "failed" / (vid + ".json")
 
 

@@ -103,3 +103,20 @@ def test_unusable_roots(tmp_path):
     (tmp_path / "flat" / "v.avi").write_bytes(b"x")
     with pytest.raises(DatasetError, match="no class folders"):
         discover(tmp_path / "flat")
+
+
+def test_list_entries_outside_the_root_are_refused(tmp_path):
+    from flowprep.store import failure_path
+
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "v.avi").write_bytes(b"x")
+    (tmp_path / "outside.avi").write_bytes(b"x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a/v.avi 0\n../outside.avi 0\n")
+    ds = discover(root, list_file=lst)
+    assert [v.id for v in ds.videos] == ["a/v.avi"]
+    assert [p["id"] for p in ds.problems] == ["../outside.avi"]
+    assert "outside the dataset root" in ds.problems[0]["problem"]
+    store = tmp_path / "store"
+    assert store / "failed" in failure_path(store, "../outside.avi").parents
