@@ -116,6 +116,18 @@ def _auto_split(videos: list[VideoEntry]) -> dict:
     return {1: {"train": train, "test": test}}
 
 
+def _label_folders(root: Path, folders: dict, label_of: dict, problems: list, why: str) -> list[VideoEntry]:
+    """Videos of the class folders whose class the split files know; the others go to ``problems``."""
+    videos = []
+    for c, files in folders.items():
+        for p in files:
+            if c in label_of:
+                videos.append(VideoEntry(_rel(p, root), label_of[c], c))
+            else:
+                problems.append({"id": _rel(p, root), "problem": f"unknown class {c!r}: {why}"})
+    return videos
+
+
 def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
     classes, problems = [], []
     for line in _read_lines(split_dir / "classInd.txt"):
@@ -124,13 +136,7 @@ def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
             raise DatasetError(f"{split_dir / 'classInd.txt'}: expected '<index> <class>' lines, got {line!r}")
         classes.append(parts[1])
     label_of = {c: i for i, c in enumerate(classes)}
-    videos = []
-    for c, files in folders.items():
-        for p in files:
-            if c in label_of:
-                videos.append(VideoEntry(_rel(p, root), label_of[c], c))
-            else:
-                problems.append({"id": _rel(p, root), "problem": f"unknown class {c!r}: not in classInd.txt"})
+    videos = _label_folders(root, folders, label_of, problems, "not in classInd.txt")
     known = {v.id for v in videos}
     splits: dict[int, dict[str, list[str]]] = {}
     for f in sorted(split_dir.glob("*list[0-9]*.txt")):
@@ -163,13 +169,8 @@ def _hmdb51(root: Path, split_dir: Path, folders: dict) -> Dataset:
     split_files = sorted(split_dir.glob("*_test_split[0-9]*.txt"))
     classes = sorted({re.sub(r"_test_split\d+\.txt$", "", f.name) for f in split_files})
     label_of = {c: i for i, c in enumerate(classes)}
-    problems, videos = [], []
-    for c, files in folders.items():
-        for p in files:
-            if c in label_of:
-                videos.append(VideoEntry(_rel(p, root), label_of[c], c))
-            else:
-                problems.append({"id": _rel(p, root), "problem": f"unknown class {c!r}: no {c}_test_splitN.txt"})
+    problems: list[dict] = []
+    videos = _label_folders(root, folders, label_of, problems, "it has no <class>_test_splitN.txt")
     known = {v.id for v in videos}
     splits: dict[int, dict[str, list[str]]] = {}
     for f in split_files:
