@@ -3,11 +3,11 @@
 The pipeline, one module per stage::
 
     decode.py   -> frames from a video file (resize, temporal subsampling)
-    flow.py     -> dense optical flow methods behind a small registry
+    flow.py     -> dense optical flow methods behind a small registry (tvl1_torch.py: our batched TV-L1)
     quantize.py -> flow <-> uint8 mappings
     dataset.py  -> discover labelled videos and splits under a dataset root
     store.py    -> the on-disk store (one HDF5 file per video) and its reader
-    extract.py  -> parallel, resumable extraction of a whole dataset
+    extract.py  -> parallel, resumable extraction of a whole dataset (cluster.py: on a Dask cluster)
     visualize.py-> colour-coded flow images
     cli.py      -> the ``flowprep`` command
 """

@@ -1,1 +1,13 @@
-"""twostream: two-stream action recognition and the classic video classifiers, in plain PyTorch."""
+"""twostream: two-stream action recognition and the classic video classifiers, in plain PyTorch.
+
+The stages after ``flowprep``, one module per concern::
+
+    data.py        -> clips from a flowprep store (spatial: RGB frames, temporal: flow stacks)
+    transforms.py  -> TSN augmentation: multi-scale corner crops, flips that negate flow x, test crops
+    models/        -> ResNet streams and the video classifiers, built by name
+    train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
+    evaluate.py    -> multi-clip, multi-crop evaluation and score files
+    fuse.py        -> late fusion of score files
+    predict.py     -> the whole path on one raw video
+    cli.py         -> the ``twostream`` command
+"""
