@@ -236,7 +236,7 @@ def score_sharded(model, store, ids, spec, device, world: World, *, num_clips: i
     part = score_videos(model, ds, device, batch_size=batch_size, workers=workers, amp=amp,
                         channels_last=channels_last, progress=progress and world.main) if mine else None
     parts = [p for p in gather(part, world) if p is not None]
-    order = [v for r in range(world.size) for v in shard(ids, world.__class__(r, world.size))]
+    order = [v for r in range(world.size) for v in shard(ids, World(r, world.size))]
     pos = {v: i for i, v in enumerate(order)}
     idx = np.array([pos[v] for v in ids])
     scores, labels, clip_correct = (np.concatenate([p[k] for p in parts])[idx] for k in range(3))
