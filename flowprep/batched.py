@@ -1,0 +1,354 @@
+"""Batched flow extraction: CPU workers decode and write, one device solves flow in batches across videos.
+
+The per-video path of :mod:`flowprep.extract` gives each video to one process, which decodes it, computes its
+flow pair by pair and writes it. A GPU method such as ``tvl1-torch`` (Zach, Pock & Bischof 2007, see
+:mod:`flowprep.tvl1_torch`) wants the opposite: one process owning the device and feeding it large batches of
+frame pairs, whichever videos they come from, while the CPU work happens elsewhere. This module is that
+pipeline, three stages that overlap:
+
+1. **decode** (CPU, ``jobs`` processes): ``read_video`` and the gray conversion, in a pool of loky worker
+   processes (joblib's: started afresh, not forked, so safe next to CUDA and threads, and unlike ``spawn`` they
+   do not import the caller's ``__main__``; a pool broken by a killed worker is replaced). At most
+   ``max_videos`` videos are between their submission and the end of their write, which bounds memory: a video
+   in flight holds its RGB frames, its gray frames and its float flow, about ``T * H * W * 12`` bytes (190 MB
+   for 190 frames at 340x256).
+2. **flow** (the device, one thread): the main thread keeps a queue of frame pairs per frame size, from all
+   decoded videos, and cuts it into batches of ``batch_pairs`` pairs; a single device thread solves them with
+   ``tvl1`` while the main thread collects decoded videos, builds the next batch and scatters the previous
+   one's flow. Up to two batches are queued on the device thread, so the next one is ready when the current
+   one ends. On CUDA a batch is uploaded from pinned memory with ``non_blocking`` copies. A batch is cut short
+   only when no video is being decoded (end of the dataset, or ``max_videos`` reached); with ``compile=True``
+   a short batch is padded to the full size, since compiled graphs have fixed shapes.
+3. **write** (CPU, ``writers`` threads): once every pair of a video is solved, a thread quantises, encodes and
+   writes its file with :func:`flowprep.extract.write_extracted` (atomic, as in the per-video path); OpenCV's
+   encoders and hashing release the GIL, so the device thread does not wait for the disk.
+
+Results equal the per-video path's bit for bit: ``tvl1`` stops each pair on its own (a converged pair is frozen
+while the rest of its batch iterates), so a pair's flow does not depend on its batch, and the quantisation and
+file writing are the same functions. Failures are per video, as elsewhere: a video that does not decode is
+recorded with its reason; an error of the device on a batch fails the videos with pairs in that batch (with the
+error as reason) and the run goes on; a CUDA out-of-memory error halves ``batch_pairs`` for the rest of the run
+and solves the same pairs again. Crash safety is the store's: a ``kill -9`` leaves at worst temporary files,
+which the next run removes, and finished videos are skipped.
+
+When it runs: :func:`flowprep.extract.extract_dataset` uses it for a batched method (:data:`BATCHED_METHODS`)
+whose device resolves to CUDA, or on any device when given a :class:`PipelineConfig` (``--batch-pairs`` or
+``--writers``); on the CPU the per-video path, one process per core, is the faster one. The store records the
+method and all its parameters (``device`` and ``precision`` included) in ``store.json``, which
+``twostream predict`` passes to ``video_flow`` to compute a new video's flow the same way.
+
+Knobs that matter on a GPU (``flowprep extract --method tvl1-torch --device cuda``):
+
+* ``--batch-pairs`` (default: the method's ``batch_size`` parameter, 64 on CUDA): pairs per batch. Larger
+  batches amortise kernel launches and host syncs until memory bandwidth is saturated; at 340x256 a batch of 64
+  holds about 1 GB on the device. It does not change the results, so it is not recorded in the store.
+* ``--jobs`` (decoding processes) and ``--writers`` (threads): the CPU side must keep up with the device,
+  i.e. decode and write as many frames per second as the device solves pairs; ``flowprep`` shows pairs/s.
+* ``--param precision=float16`` and ``--param compile=true`` (see :mod:`flowprep.tvl1_torch`): the device
+  side. These change the flow slightly and are recorded in the store with the other parameters.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .dataset import VideoEntry
+from .extract import ExtractConfig, VideoResult, decode_for_flow, failure_result, write_extracted
+from .flow import to_gray
+
+# Batches queued on the device thread: one being solved and the next one ready behind it.
+DEVICE_QUEUE = 2
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of the batched pipeline that do not change what is stored (so not recorded in the store).
+
+    Attributes:
+        batch_pairs: frame pairs solved at once; 0 takes the method's own choice (``tvl1-torch``: its
+            ``batch_size`` parameter, whose 0 means 64 on CUDA and 1 on the CPU).
+        writers: threads that quantise, encode and write finished videos; 0: half the cores, 2 to 8.
+        max_videos: videos decoded or being decoded and not yet written, which bounds memory; 0: decoding
+            processes + writers + 2.
+    """
+
+    batch_pairs: int = 0
+    writers: int = 0
+    max_videos: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_pairs", "writers", "max_videos"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 1, or 0 to choose automatically, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DeviceSolver:
+    """A batched flow method bound to its parameters.
+
+    Attributes:
+        device: the ``torch.device`` it runs on.
+        batch_pairs: its preferred batch size.
+        fixed_shape: pad short batches to ``batch_pairs`` (compiled code is specialised to its shapes).
+        solve: ``(I0, I1)`` (B, H, W) uint8 tensors on ``device`` -> (B, 2, H, W) float32 flow.
+    """
+
+    device: object
+    batch_pairs: int
+    fixed_shape: bool
+    solve: Callable
+
+
+def _tvl1_torch_solver(params: dict) -> DeviceSolver:
+    from . import tvl1_torch
+
+    device, precision, batch_size, compile_, tv = tvl1_torch._parse_params(params)
+
+    def solve(a, b):
+        # Looked up at call time, not bound here, so that tests can replace tvl1 to inject device errors.
+        return tvl1_torch.tvl1(a, b, params=tv, precision=precision, compile=compile_)
+
+    return DeviceSolver(device, batch_size, compile_, solve)
+
+
+# Flow methods that solve batches of pairs on a device: name -> factory of a DeviceSolver from the parameters.
+BATCHED_METHODS: dict[str, Callable[[dict], DeviceSolver]] = {"tvl1-torch": _tvl1_torch_solver}
+
+
+def use_pipeline(cfg: ExtractConfig, pipeline: PipelineConfig | None) -> bool:
+    """Whether ``extract_dataset`` runs ``cfg`` through this pipeline: given ``pipeline``, or a batched method on CUDA.
+
+    Raises:
+        ValueError: ``pipeline`` given for a method that is not batched, or the method's device is unusable
+            (e.g. ``cuda`` without a GPU).
+    """
+    if cfg.method not in BATCHED_METHODS:
+        if pipeline is not None:
+            raise ValueError(f"the batched pipeline (batch_pairs, writers) needs a batched flow method "
+                             f"({', '.join(BATCHED_METHODS)}), not {cfg.method!r}")
+        return False
+    solver = BATCHED_METHODS[cfg.method](cfg.params)
+    return pipeline is not None or solver.device.type == "cuda"
+
+
+# --- stage 1: decoding, in worker processes ---------------------------------------------------------
+
+def _init_decoder(threads: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(threads)
+
+
+def _decode(src: Path, cfg: ExtractConfig):
+    """Worker task: ``(video, gray)`` with gray (T, H, W) uint8, or the reason it failed (never raises).
+
+    The reason travels as a string: a ``VideoError`` does not survive pickling (its constructor takes two args).
+    """
+    try:
+        video = decode_for_flow(src, cfg)
+        return video, to_gray(video.frames)
+    except Exception as e:
+        return failure_result("", e, 0.0).error
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+class _Video:
+    """A video between its decoding and its write."""
+
+    __slots__ = ("entry", "seq", "t0", "video", "gray", "flow", "left", "failed")
+
+    def __init__(self, entry: VideoEntry, seq: int, t0: float):
+        self.entry, self.seq, self.t0 = entry, seq, t0
+        self.video = self.gray = self.flow = None
+        self.left = 0  # pairs not solved yet
+        self.failed = False
+
+
+def _run_batch(solver: DeviceSolver, prev: np.ndarray, nxt: np.ndarray, pad_to: int) -> np.ndarray:
+    """Device-thread task: (n, H, W) uint8 pairs -> (n, H, W, 2) float32 flow on the host."""
+    import torch
+
+    n = len(prev)
+    a, b = torch.from_numpy(prev), torch.from_numpy(nxt)
+    if pad_to > n:  # copies of the last pair: each pair stops on its own, so padding changes no other pair
+        a = torch.cat((a, a[-1:].expand(pad_to - n, -1, -1)))
+        b = torch.cat((b, b[-1:].expand(pad_to - n, -1, -1)))
+    if solver.device.type == "cuda":
+        # From pinned memory the copies are asynchronous DMA; the solver's kernels queue behind them.
+        a = a.pin_memory().to(solver.device, non_blocking=True)
+        b = b.pin_memory().to(solver.device, non_blocking=True)
+    else:
+        a, b = a.to(solver.device), b.to(solver.device)
+    flow = solver.solve(a, b)[:n]  # (n, 2, H, W)
+    return flow.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError)
+
+
+def _write(state: _Video, store_dir: Path, cfg: ExtractConfig) -> VideoResult:
+    """Writer-thread task: the video's store file, as the per-video path writes it. Never raises."""
+    try:
+        size = write_extracted(store_dir, state.entry, state.video, state.flow, cfg)
+        t, h, w = state.gray.shape
+        return VideoResult(state.entry.id, True, t - 1, time.perf_counter() - state.t0, size, t, h, w)
+    except Exception as e:
+        return failure_result(state.entry.id, e, time.perf_counter() - state.t0)
+
+
+def extract_batched(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: ExtractConfig, *, jobs: int = -1,
+                    threads: int = 1, pipeline: PipelineConfig | None = None, log=print) -> Iterator[VideoResult]:
+    """Extract the videos ``todo`` into ``store_dir`` through the batched pipeline; yields a result per video.
+
+    Called by :func:`flowprep.extract.extract_dataset`, which owns the store (lock, settings, failure records,
+    index, progress); see the module docstring for the stages.
+
+    Args:
+        todo: the videos to extract, read at ``root / entry.id``.
+        store_dir: the store's directory.
+        cfg: what to extract; ``cfg.method`` must be in :data:`BATCHED_METHODS`.
+        jobs: decoding processes, as in joblib (-1: one per core).
+        threads: OpenCV threads in each decoding process.
+        pipeline: batch size, writer threads and the bound on videos in flight.
+        log: called with a line when the batch size is halved after running out of device memory.
+
+    Yields:
+        One :class:`VideoResult` per video of ``todo``, in the order they finish. Closing the generator stops
+        the decoders and the device thread and lets running writes finish.
+    """
+    from joblib import effective_n_jobs
+    from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
+
+    pipeline = pipeline or PipelineConfig()
+    solver = BATCHED_METHODS[cfg.method](cfg.params)
+    batch_pairs = pipeline.batch_pairs or solver.batch_pairs
+    decoders = max(1, effective_n_jobs(jobs))
+    writers = pipeline.writers or min(8, max(2, (os.cpu_count() or 2) // 2))
+    max_videos = pipeline.max_videos or decoders + writers + 2
+
+    def decode_executor():
+        return ProcessPoolExecutor(decoders, initializer=_init_decoder, initargs=(threads,))
+
+    decode_pool = decode_executor()
+    device_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="flowprep-device")
+    write_pool = cf.ThreadPoolExecutor(writers, thread_name_prefix="flowprep-write")
+    decoding: dict[cf.Future, _Video] = {}
+    solving: dict[cf.Future, tuple[list, int]] = {}  # batch -> ([(video, pair index)], pairs on the device)
+    writing: set[cf.Future] = set()
+    queues: dict[tuple[int, int], collections.deque] = {}  # (H, W) -> deque of (video, pair index)
+    entries = iter(todo)
+    in_flight = 0  # videos submitted and not yet yielded
+    seq = 0
+    try:
+        while True:
+            done: list[VideoResult] = []
+
+            # Stage 1: keep the decoders busy, within the memory bound.
+            while in_flight < max_videos:
+                entry = next(entries, None)
+                if entry is None:
+                    break
+                state = _Video(entry, seq, time.perf_counter())
+                seq += 1
+                try:
+                    fut = decode_pool.submit(_decode, root / entry.id, cfg)
+                except BrokenProcessPool:  # a worker died: its videos failed (below), the others go on
+                    decode_pool.shutdown(wait=True, kill_workers=True)
+                    decode_pool = decode_executor()
+                    fut = decode_pool.submit(_decode, root / entry.id, cfg)
+                decoding[fut] = state
+                in_flight += 1
+            for fut in [f for f in decoding if f.done()]:
+                state = decoding.pop(fut)
+                try:
+                    out = fut.result()
+                except Exception as e:  # the worker died (e.g. killed for memory): this video fails, not the run
+                    out = f"internal error: decoding process lost ({type(e).__name__}: {e})"
+                if isinstance(out, str):
+                    done.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0, error=out))
+                    continue
+                state.video, state.gray = out
+                t, h, w = state.gray.shape
+                state.flow = np.empty((t - 1, h, w, 2), np.float32)
+                state.left = t - 1
+                queues.setdefault((h, w), collections.deque()).extend((state, i) for i in range(t - 1))
+
+            # Stage 2, results: scatter each finished batch into its videos' flow; complete videos go to a writer.
+            for fut in [f for f in solving if f.done()]:
+                items, size = solving.pop(fut)
+                try:
+                    flow = fut.result()  # (n, H, W, 2)
+                except Exception as e:
+                    if _is_out_of_memory(e) and size > 1:
+                        if size // 2 < batch_pairs:  # (another batch in flight may have halved it already)
+                            batch_pairs = size // 2
+                            log(f"device out of memory on a batch of {size} pairs; "
+                                f"going on with batches of {batch_pairs}")
+                        retry = [it for it in items if not it[0].failed]
+                        if retry:
+                            shape = retry[0][0].gray.shape[1:]
+                            queues.setdefault(shape, collections.deque()).extendleft(reversed(retry))
+                        continue
+                    reason = " ".join(f"device error on a batch of {len(items)} pairs: {type(e).__name__}: {e}".split())
+                    for state in {id(s): s for s, _ in items}.values():
+                        if not state.failed:
+                            state.failed = True
+                            done.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0,
+                                                    error=reason))
+                            state.video = state.gray = state.flow = None  # free its memory now
+                    for key, q in queues.items():  # their other pairs need not be solved
+                        queues[key] = collections.deque(it for it in q if not it[0].failed)
+                    continue
+                for (state, i), f in zip(items, flow):
+                    if state.failed:
+                        continue
+                    state.flow[i] = f
+                    state.left -= 1
+                    if state.left == 0:
+                        writing.add(write_pool.submit(_write, state, store_dir, cfg))
+
+            # Stage 3: finished writes.
+            for fut in [f for f in writing if f.done()]:
+                writing.discard(fut)
+                done.append(fut.result())
+
+            # Stage 2, submission: full batches, or short ones once no decoding can add pairs.
+            while len(solving) < DEVICE_QUEUE:
+                ready = [(q[0][0].seq, key) for key, q in queues.items() if len(q) >= batch_pairs]
+                if not ready and not decoding:
+                    ready = [(q[0][0].seq, key) for key, q in queues.items() if q]
+                if not ready:
+                    break
+                q = queues[min(ready)[1]]  # the size whose oldest pair waits longest: finishes videos in order
+                items = [q.popleft() for _ in range(min(batch_pairs, len(q)))]
+                prev = np.stack([s.gray[i] for s, i in items])  # (n, H, W) uint8
+                nxt = np.stack([s.gray[i + 1] for s, i in items])
+                pad_to = batch_pairs if solver.fixed_shape else 0
+                fut = device_pool.submit(_run_batch, solver, prev, nxt, pad_to)
+                solving[fut] = (items, max(pad_to, len(items)))
+            for key in [k for k, q in queues.items() if not q]:
+                del queues[key]
+
+            in_flight -= len(done)
+            yield from done
+            if in_flight == 0 and seq == len(todo):
+                return
+            if not done:  # nothing moved on this pass: sleep until a decode, a batch or a write ends
+                cf.wait(set(decoding) | set(solving) | writing, return_when=cf.FIRST_COMPLETED)
+    finally:
+        for fut in decoding:
+            fut.cancel()
+        decode_pool.shutdown(wait=True, kill_workers=True)  # decoding in progress is of no use any more
+        device_pool.shutdown(wait=True, cancel_futures=True)
+        write_pool.shutdown(wait=True, cancel_futures=True)
