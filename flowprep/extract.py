@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .dataset import Dataset, VideoEntry, discover
 from .decode import DecodeConfig, VideoError, read_video
-from .flow import get_method, resolve_params, video_flow
+from .flow import RUNTIME_PARAMS, get_method, resolve_params, video_flow
 from .quantize import MAPPINGS, quantize
 from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, failure_path, read_json, video_path,
                     write_json_atomic, write_video)
@@ -189,11 +189,16 @@ def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
     existing = store_dir / "store.json"
     if existing.is_file():
         old = read_json(existing)
-        differ = [k for k in settings if k != "flowprep_version" and old.get(k) != settings[k]]
+        def comparable(d: dict) -> dict:
+            params = {k: v for k, v in d.get("params", {}).items() if k not in RUNTIME_PARAMS}
+            return {**d, "params": params}
+
+        old_c, new_c = comparable(old), comparable(settings)
+        differ = [k for k in new_c if k != "flowprep_version" and old_c.get(k) != new_c[k]]
         if differ:
             raise ValueError(
                 f"{store_dir}: this store was made with other settings ({', '.join(differ)}: "
-                f"{old.get(differ[0])!r} there, {settings[differ[0]]!r} now); choose another -o or delete the store"
+                f"{old_c.get(differ[0])!r} there, {new_c[differ[0]]!r} now); choose another -o or delete the store"
             )
     else:
         write_json_atomic(existing, settings)

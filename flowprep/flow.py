@@ -46,6 +46,9 @@ class FlowMethod:
 
 
 METHODS: dict[str, FlowMethod] = {}
+# Parameters that change where or how fast a method runs, not the flow it computes: a store may be resumed,
+# and a model's flow reproduced, with other values of these.
+RUNTIME_PARAMS = ("device", "batch_size", "compile")
 # Methods defined in other modules, imported on first use so that e.g. torch is only loaded when needed.
 _LAZY_METHODS = {"tvl1-torch": "flowprep.tvl1_torch"}
 
@@ -86,10 +89,26 @@ def resolve_params(name: str, overrides: dict | None = None) -> dict:
             raise ValueError(
                 f"flow method {name!r} has no parameter {key!r}; it takes {', '.join(sorted(params))}"
             )
-        params[key] = type(params[key])(value) if params[key] is not None else value
+        params[key] = _convert(value, params[key], name, key)
     if method.validate is not None:
         method.validate(params)
     return params
+
+
+def _convert(value, default, method: str, key: str):
+    """A parameter value (often a string from the command line) in the type of its default."""
+    if default is None or not isinstance(value, str):
+        return value
+    if isinstance(default, bool):
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"flow method {method!r}: parameter {key!r} takes true or false, got {value!r}")
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(f"flow method {method!r}: parameter {key!r} takes a {type(default).__name__} value, got {value!r}") from None
 
 
 def _check_pairs(prev: np.ndarray, nxt: np.ndarray) -> None:

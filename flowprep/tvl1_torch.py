@@ -503,12 +503,6 @@ TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", ba
 _AUTO_BATCH = {"cpu": 1, "cuda": 64}
 
 
-@register_method(
-    "tvl1-torch",
-    TVL1_TORCH_DEFAULTS,
-    "TV-L1 (Zach et al. 2007) in PyTorch, batched, CPU or CUDA; OpenCV's algorithm and defaults",
-    devices=("cpu", "cuda"),
-)
 def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
     """flowprep method: ``(B, H, W)`` uint8 pairs -> ``(B, H, W, 2)`` float32 flow via :func:`tvl1`.
 
@@ -559,3 +553,12 @@ def _parse_params(params: dict) -> tuple[torch.device, str, int, bool, TVL1Param
     if isinstance(compile_, str):  # e.g. from a command line
         compile_ = compile_.strip().lower() in ("1", "true", "yes", "on")
     return device, precision, batch_size or _AUTO_BATCH[device.type], bool(compile_), TVL1Params(**opts)
+
+
+register_method(
+    "tvl1-torch",
+    TVL1_TORCH_DEFAULTS,
+    "TV-L1 (Zach et al. 2007) in PyTorch, batched, CPU or CUDA; OpenCV's algorithm and defaults",
+    devices=("cpu", "cuda"),
+    validate=validate_params,
+)(tvl1_torch_pairs)

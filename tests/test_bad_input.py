@@ -114,7 +114,7 @@ def test_every_bad_input_kind_in_one_batch(tmp_path, capsys):
     (["--short-side", "4"], "short_side must be at least 8"),
     (["--jpeg-quality", "101"], "jpeg quality must be in 1..100"),
     (["--param", "preset=slow", "--method", "dis"], "preset must be one of"),
-    (["--param", "nscales=many"], "invalid literal"),
+    (["--param", "nscales=many"], "takes a int value"),
     (["--param", "noequals"], "expected NAME=VALUE"),
     (["--list", "no_such_list.txt"], "list file not found"),
     (["--splits", "no_such_dir"], "no classInd.txt"),

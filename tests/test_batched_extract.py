@@ -172,8 +172,8 @@ def test_cli(dataset, reference, tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a GPU")
 def test_cuda_without_gpu_is_refused_up_front(dataset, tmp_path):
-    cfg = ExtractConfig(method="tvl1-torch", params=dict(PARAMS, device="cuda"), decode=DecodeConfig(short_side=None))
-    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):  # refused as the settings are made
+        cfg = ExtractConfig(method="tvl1-torch", params=dict(PARAMS, device="cuda"), decode=DecodeConfig(short_side=None))
         extract_dataset(dataset, tmp_path / "st", cfg, jobs=1, progress=False)
     assert not (tmp_path / "st").exists()
     with pytest.raises(ValueError, match="does not combine with dask"):

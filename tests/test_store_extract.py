@@ -163,3 +163,16 @@ def test_store_in_forked_and_pickled_workers(store):
 def test_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="not a flowprep store"):
         Store(tmp_path)
+
+
+def test_resume_accepts_other_runtime_params_only(tmp_path):
+    """Device, batch size and compilation change where flow is computed, not what: a store resumes across them."""
+    from flowprep.dataset import Dataset
+    from flowprep.extract import prepare_store
+
+    ds = Dataset(tmp_path, ["a"], [], {1: {"train": [], "test": []}})
+    store = tmp_path / "store"
+    prepare_store(store, ds, ExtractConfig(method="tvl1-torch", params={"device": "cpu", "batch_size": 1}))
+    prepare_store(store, ds, ExtractConfig(method="tvl1-torch", params={"device": "auto", "batch_size": 8}))
+    with pytest.raises(ValueError, match="other settings"):
+        prepare_store(store, ds, ExtractConfig(method="tvl1-torch", params={"device": "cpu", "warps": 3}))

@@ -48,7 +48,10 @@ def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int 
         if len(v.frames) < 2:
             raise ValueError(f"{video}: only {len(v.frames)} frame; the temporal stream needs at least 2")
         tcfg = next(ckpt["meta"]["store"] for _, _, ckpt, spec, _ in loaded if spec.stream == "temporal")
-        flow = video_flow(v.frames, tcfg["method"], tcfg["params"])
+        params = dict(tcfg["params"])
+        if "device" in params:  # the flow is the same on any device: compute it where this prediction runs
+            params["device"] = dev.type
+        flow = video_flow(v.frames, tcfg["method"], params)
         if tcfg["flow_format"] != "float16":  # the stream was trained on quantised flow
             flow = dequantize(quantize(flow, tcfg["bound"], tcfg["mapping"]), tcfg["bound"], tcfg["mapping"])
     source = ArraySource(v.frames, flow)
