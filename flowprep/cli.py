@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dask", metavar="ADDRESS", help="run the videos on the dask.distributed cluster whose scheduler "
                    "is at ADDRESS (tcp://host:8786) instead; its workers set the parallelism and must read ROOT at "
                    "the same path; only this process writes STORE. Needs: pip install \"twostream[dask]\"")
-    e.add_argument("--threads", type=int, default=1, help="OpenCV threads in each worker (default: 1)")
+    e.add_argument("--threads", type=int, default=1,
+                   help="OpenCV threads in each worker (default: 1; one process per core with one thread each was "
+                   "fastest for every method, see bench/parallel_bench.py)")
     e.add_argument("--batch-pairs", type=int, metavar="N",
                    help="batched methods (tvl1-torch): solve N frame pairs at once across videos, decoding and "
                    "writing on --jobs processes and --writers threads meanwhile. This pipeline is the default on "
