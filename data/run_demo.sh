@@ -6,7 +6,7 @@
 #   bash data/run_demo.sh [OUT_DIR]        (default OUT_DIR: demo_out)
 #
 # Sizes can be turned down through the environment (the tests do): VIDEOS_PER_CLASS, EPOCHS,
-# SAMPLES_PER_VIDEO, EVAL_CLIPS, EVAL_CROPS, WIDTH, METHOD.
+# SAMPLES_PER_VIDEO, EVAL_CLIPS, EVAL_CROPS, WIDTH, METHOD; DEVICE=cuda trains and evaluates on a GPU.
 set -euo pipefail
 
 OUT=${1:-demo_out}
@@ -16,6 +16,7 @@ SAMPLES_PER_VIDEO=${SAMPLES_PER_VIDEO:-4}
 EVAL_CLIPS=${EVAL_CLIPS:-10}
 EVAL_CROPS=${EVAL_CROPS:-5}
 WIDTH=${WIDTH:-32}
+DEVICE=${DEVICE:-cpu}
 METHOD=${METHOD:-farneback}   # TV-L1 is the default of 'flowprep extract', but takes minutes here
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -25,9 +26,9 @@ flowprep extract "$OUT/videos" -o "$OUT/store" --size 64x64 --method "$METHOD" -
 train() {  # $1 = stream
   twostream train --store "$OUT/store" --stream "$1" --split 1 --arch resnet18 --width "$WIDTH" \
     --input-size 56 --epochs "$EPOCHS" --batch-size 32 --lr 0.02 --samples-per-video "$SAMPLES_PER_VIDEO" \
-    --workers 2 --device cpu --quiet -o "$OUT/$1"
+    --workers 2 --device "$DEVICE" --quiet -o "$OUT/$1"
   twostream evaluate --checkpoint "$OUT/$1/last.pt" --store "$OUT/store" --clips "$EVAL_CLIPS" \
-    --crops "$EVAL_CROPS" --workers 2 --device cpu --quiet -o "$OUT/$1/scores.npz"
+    --crops "$EVAL_CROPS" --workers 2 --device "$DEVICE" --quiet -o "$OUT/$1/scores.npz"
 }
 train spatial
 train temporal
