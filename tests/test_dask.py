@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-distributed = pytest.importorskip("distributed")
+import distributed  # noqa: E402  (in the test extra: the cluster tests must run, not skip)
 # Every scheduler serves HTTP (metrics) on 8787 even without a dashboard, and moves to a free port when another
 # cluster holds it, with this warning.
 pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
