@@ -48,6 +48,11 @@ class DecodeConfig:
     stride: int = 1
     max_truncation: float = 0.05
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecodeConfig":
+        """The config as recorded in a store's ``store.json`` (``size`` comes back from JSON as a list)."""
+        return cls(**{**d, "size": tuple(d["size"]) if d.get("size") else None})
+
     def __post_init__(self):
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
             raise ValueError(f"size must be (width, height) of at least 8 pixels each, got {self.size}")

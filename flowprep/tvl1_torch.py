@@ -78,17 +78,18 @@ class TVL1Params:
         median_filtering: odd window of the median filter applied to the flow; <= 1 disables it.
     """
 
-    tau: float = 0.25
-    lambda_: float = 0.15
-    theta: float = 0.3
-    nscales: int = 5
-    warps: int = 5
-    epsilon: float = 0.01
-    inner_iterations: int = 30
-    outer_iterations: int = 10
-    scale_step: float = 0.8
-    gamma: float = 0.0
-    median_filtering: int = 5
+    # The defaults live in one place, flow.TVL1_DEFAULTS, shared with OpenCV's ``tvl1`` method.
+    tau: float = TVL1_DEFAULTS["tau"]
+    lambda_: float = TVL1_DEFAULTS["lambda_"]
+    theta: float = TVL1_DEFAULTS["theta"]
+    nscales: int = TVL1_DEFAULTS["nscales"]
+    warps: int = TVL1_DEFAULTS["warps"]
+    epsilon: float = TVL1_DEFAULTS["epsilon"]
+    inner_iterations: int = TVL1_DEFAULTS["inner_iterations"]
+    outer_iterations: int = TVL1_DEFAULTS["outer_iterations"]
+    scale_step: float = TVL1_DEFAULTS["scale_step"]
+    gamma: float = TVL1_DEFAULTS["gamma"]
+    median_filtering: int = TVL1_DEFAULTS["median_filtering"]
 
     def __post_init__(self):
         if not 0.0 < self.scale_step < 1.0:

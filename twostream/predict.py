@@ -16,11 +16,6 @@ from .train import predict_views, resolve_device
 from .evaluate import load_model
 
 
-def _decode_cfg(d: dict) -> DecodeConfig:
-    return DecodeConfig(size=tuple(d["size"]) if d["size"] else None, short_side=d["short_side"], fps=d["fps"],
-                        stride=d["stride"], max_truncation=d.get("max_truncation", 0.05))
-
-
 def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int = 5, num_clips: int = 25,
             num_crops: int = 10, device: str = "auto", batch_size: int = 64) -> dict:
     """Top classes of ``video`` from one or both stream checkpoints.
@@ -42,7 +37,7 @@ def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int 
         other = ckpt["meta"]["store"]
         if other["decode"] != store_cfg["decode"]:
             raise ValueError("the checkpoints were trained on stores with different frame settings")
-    v = read_video(video, _decode_cfg(store_cfg["decode"]))
+    v = read_video(video, DecodeConfig.from_dict(store_cfg["decode"]))
     flow = None
     if any(spec.stream == "temporal" for _, _, _, spec, _ in loaded):
         if len(v.frames) < 2:
