@@ -29,7 +29,7 @@ from typing import Iterator
 from . import __version__
 from .dataset import VideoEntry
 from .extract import ExtractConfig, VideoResult, extract_video
-from .store import video_path
+from .store import atomic_path, video_path
 
 INSTALL_HINT = 'pip install "twostream[dask]"'
 # Cancelled tasks (``client.restart()``, a task cancelled on the dashboard) are submitted again this many times.
@@ -113,14 +113,8 @@ def extract_remote(src: Path, entry: VideoEntry, cfg: ExtractConfig,
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # The same temporary name as store.write_video, so that the next run removes what a killed client leaves.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def extract_on_cluster(client, todo: list[VideoEntry], root: Path, store_dir: Path, cfg: ExtractConfig,

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -65,16 +66,26 @@ def failure_path(store_dir, vid: str) -> Path:
     return Path(store_dir) / "failed" / (vid + ".json")
 
 
-def write_json_atomic(path, obj) -> None:
-    """Write JSON so that readers (and a kill -9) see either the old or the new file, never half of one."""
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path`` to write; then fsync it and rename it to ``path``.
+
+    Readers (and a kill -9) see the old file or the new one, never half of one. The temporary name
+    ``<name>.tmp-<pid>`` is the one the next extraction removes when a killed run leaves it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, sort_keys=True)
-        f.flush()
+    yield tmp
+    with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj) -> None:
+    """Write JSON atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True), encoding="utf-8")
 
 
 def read_json(path):
@@ -125,12 +136,9 @@ def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_fo
         codes_or_flow: (T-1, H, W, 2) uint8 quantised codes, or float flow when ``flow_format="float16"``.
         attrs: attributes to store (see the module docstring).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     vlen = h5py.vlen_dtype(np.uint8)
     contents = {}  # {dataset name: [items]}, what the sha256 attribute covers
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["rgb_format"], f.attrs["flow_format"] = rgb_format, flow_format
@@ -159,10 +167,7 @@ def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_fo
                 for i, buf in enumerate(contents[name]):
                     d[i] = buf
         f.attrs["sha256"] = _digest(contents)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return Path(path).stat().st_size
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ cannot run anything.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
+
+from flowprep.store import atomic_path
 
 FORMAT = "twostream-checkpoint"
 VERSION = 1
@@ -25,13 +26,8 @@ class CheckpointError(Exception):
 
 def save_checkpoint(path, obj: dict) -> None:
     """Write ``obj`` (plus format and version) to ``path`` atomically: a kill leaves the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, "version": VERSION, **obj}, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **obj}, tmp)
 
 
 def load_checkpoint(path) -> dict:
