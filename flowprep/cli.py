@@ -188,10 +188,11 @@ def cmd_verify(a) -> int:
     from .store import Store
 
     st = Store(a.store)
-    problems = [f"{vid}: failed: {rec['error']}" for vid, rec in sorted(st.failures().items())]
+    failures = st.failures()  # read once: it lists a directory of records
+    problems = [f"{vid}: failed: {rec['error']}" for vid, rec in sorted(failures.items())]
     for v in tqdm(st.manifest["videos"], unit="video", disable=a.quiet, desc="verify"):
         vid = v["id"]
-        if vid in st.failures():
+        if vid in failures:
             continue
         try:
             n = st.num_frames(vid)
