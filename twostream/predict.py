@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowprep.decode import DecodeConfig, read_video
-from flowprep.flow import video_flow
+from flowprep.flow import RUNTIME_PARAMS, video_flow
 from flowprep.quantize import dequantize, quantize
 
 from .data import ArraySource, eval_views
@@ -43,9 +43,8 @@ def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int 
         if len(v.frames) < 2:
             raise ValueError(f"{video}: only {len(v.frames)} frame; the temporal stream needs at least 2")
         tcfg = next(ckpt["meta"]["store"] for _, _, ckpt, spec, _ in loaded if spec.stream == "temporal")
-        params = dict(tcfg["params"])
-        if "device" in params:  # the flow is the same on any device: compute it where this prediction runs
-            params["device"] = dev.type
+        # Runtime parameters (device, batch size, compile) do not change the flow: use this machine's defaults.
+        params = {k: v for k, v in tcfg["params"].items() if k not in RUNTIME_PARAMS}
         flow = video_flow(v.frames, tcfg["method"], params)
         if tcfg["flow_format"] != "float16":  # the stream was trained on quantised flow
             flow = dequantize(quantize(flow, tcfg["bound"], tcfg["mapping"]), tcfg["bound"], tcfg["mapping"])
