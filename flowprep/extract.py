@@ -8,7 +8,6 @@ command skips the finished videos, retries the failed ones and removes temporary
 from __future__ import annotations
 
 import fcntl
-import os
 import time
 import traceback
 from contextlib import ExitStack

@@ -1,6 +1,8 @@
 """Shared test helpers: tiny synthetic videos made on the fly."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -60,15 +62,11 @@ def tiny_dataset(tmp_path) -> Path:
 
 def flowprep_cmd(*args) -> list[str]:
     """The ``python -m flowprep ...`` command line, run with this interpreter."""
-    import sys
-
     return [sys.executable, "-m", "flowprep", *map(str, args)]
 
 
-def run_flowprep(*args, timeout: float = 120) -> "subprocess.CompletedProcess":
+def run_flowprep(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m flowprep ARGS`` to completion; stdout/stderr captured as text."""
-    import subprocess
-
     return subprocess.run(flowprep_cmd(*args), capture_output=True, text=True, timeout=timeout)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from twostream.evaluate import Scores, mean_class_accuracy, metrics, topk_accuracy
-from twostream.fuse import FusionError, format_table, fuse, fuse_files
+from twostream.fuse import FusionError, format_table, fuse
 
 CLASSES = np.array(["a", "b", "c"])
 
