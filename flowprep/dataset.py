@@ -54,6 +54,25 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def is_utf8(name: str) -> bool:
+    """False for a name read from disk that holds bytes that are not UTF-8 (``os.listdir`` gives lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_id(rel: str) -> str:
+    """``rel`` with each byte that is not UTF-8 written as ``\\xNN``: an id that JSON, HDF5 and a terminal take."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _not_utf8_problem(rel: str) -> dict:
+    return {"id": printable_id(rel), "problem": "the file name is not valid UTF-8 (its bytes are shown as \\xNN); "
+            "rename it to extract it"}
+
+
 def _duplicate_id(vid: str, list_name: str) -> str:
     # A duplicate's record must not take the id of the video itself: that video is extracted (from its first
     # entry), and a failure record under its id would be overwritten by, or hide, the video's own status.
@@ -101,11 +120,12 @@ def discover(root, *, splits_dir=None, list_file=None) -> Dataset:
         return _ucf101(root, split_dir, folders)
     if kind == "hmdb51":
         return _hmdb51(root, split_dir, folders)
-    classes = [c for c, files in folders.items() if files]
+    classes = [c for c, files in folders.items() if files and is_utf8(c)]
     if not classes:
         raise DatasetError(f"{root}: no class folders with files in them (expected ROOT/<class>/<video>)")
-    videos = [VideoEntry(_rel(p, root), i, c) for i, c in enumerate(classes) for p in folders[c]]
-    return Dataset(root, classes, videos, _auto_split(videos), [], "auto")
+    problems: list[dict] = []
+    videos = _label_folders(root, folders, {c: i for i, c in enumerate(classes)}, problems, "")
+    return Dataset(root, classes, videos, _auto_split(videos), problems, "auto")
 
 
 def _auto_split(videos: list[VideoEntry]) -> dict:
@@ -121,7 +141,9 @@ def _label_folders(root: Path, folders: dict, label_of: dict, problems: list, wh
     videos = []
     for c, files in folders.items():
         for p in files:
-            if c in label_of:
+            if not is_utf8(_rel(p, root)):
+                problems.append(_not_utf8_problem(_rel(p, root)))
+            elif c in label_of:
                 videos.append(VideoEntry(_rel(p, root), label_of[c], c))
             else:
                 problems.append({"id": _rel(p, root), "problem": f"unknown class {c!r}: {why}"})

@@ -164,7 +164,8 @@ def _lock(store_dir: Path):
 def _remove_stale_temporaries(store_dir: Path) -> int:
     n = 0
     for p in store_dir.rglob("*.tmp-*"):
-        if p.name.rsplit(".tmp-", 1)[1].isdigit():  # <name>.tmp-<pid>; a video may have ".tmp-" in its own name
+        # <name>.tmp-<pid>; a video may have ".tmp-" in its own name, and a class folder too (not a temporary)
+        if p.name.rsplit(".tmp-", 1)[1].isdigit() and not p.is_dir():
             p.unlink(missing_ok=True)
             n += 1
     return n

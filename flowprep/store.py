@@ -6,14 +6,18 @@ Layout::
       store.json            settings the store was made with (method, parameters, mapping, bound, sizes, formats)
       manifest.json         the dataset: classes, videos (id, label, class), splits, dataset problems
       index.json            per-video summary (frames, size, bytes), rewritten at the end of each extraction
-      videos/<id>.h5        one file per finished video; <id> is the source path relative to the dataset root
-      failed/<id>.json      one record per video that failed, with the reason
+      videos/<name>.h5      one file per finished video; <name> is its id (its path under the dataset root)
+      failed/<name>.json    one record per video that failed, with the reason
 
-A video file appears only when it is complete: it is written as ``<id>.h5.tmp-<pid>`` and renamed
+A file's ``<name>`` is the id itself when every part of it fits the file system's limit on a file name
+with room for our suffixes, else a short hashed name ``#hashed/<sha256 of the id>`` (:func:`store_name`);
+the full id is always inside the file, in ``index.json`` and in ``manifest.json``.
+
+A video file appears only when it is complete: it is written as ``<name>.h5.tmp-<pid>`` and renamed
 (``os.replace`` is atomic on POSIX), so a ``kill -9`` at any moment leaves finished videos intact and at
 worst a temporary file, which the next extraction removes. No HDF5 file is ever written by two processes.
 
-Schema of ``videos/<id>.h5``:
+Schema of ``videos/<name>.h5``:
 
 * attributes: ``id``, ``label``, ``class_name``, ``num_frames`` T, ``height``, ``width``, ``source_fps``, ``fps``,
   ``source_frames``, ``rgb_format``, ``flow_format``, ``mapping``, ``bound``, ``method``, and ``sha256`` of the
@@ -37,7 +41,6 @@ import os
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import cv2
 import h5py
@@ -56,14 +59,40 @@ class StoreError(Exception):
 
 # --- paths ---------------------------------------------------------------------------------------
 
+# Every file name the store makes is <part of the id> + a suffix of at most 22 bytes (".json" + ".tmp-<pid>"):
+# an id part of at most NAME_MAX_BYTES leaves room under the 255-byte NAME_MAX of ext4, XFS, btrfs, ZFS and NFS,
+# and the whole id under PATH_MAX_BYTES keeps the path far from PATH_MAX (4096). Fixed numbers, not the limits
+# of the file system at hand, so a store's names stay the same when it is copied elsewhere.
+NAME_MAX_BYTES = 200
+PATH_MAX_BYTES = 1000
+HASHED_DIR = "#hashed"  # ids whose first part is this are always hashed, so no readable name can collide
+
+
+def store_name(vid: str) -> str:
+    """Where the store keeps video ``vid``: its path under ``videos/`` and ``failed/``, without the suffix.
+
+    The id itself when it is a clean relative path whose parts fit :data:`NAME_MAX_BYTES` and whose UTF-8 fits
+    :data:`PATH_MAX_BYTES`; otherwise ``#hashed/<first 32 hex digits of its sha256>``. The full id is kept inside
+    each file (the ``id`` attribute or key), so nothing is lost by hashing.
+    """
+    parts = vid.split("/")
+    try:
+        raw = vid.encode("utf-8")
+        readable = (len(raw) <= PATH_MAX_BYTES and parts[0] != HASHED_DIR
+                    and all(p not in ("", ".", "..") and len(p.encode("utf-8")) <= NAME_MAX_BYTES for p in parts))
+    except UnicodeEncodeError:  # lone surrogates (a non-UTF-8 name read by os.listdir)
+        raw, readable = vid.encode("utf-8", "surrogatepass"), False
+    return vid if readable else f"{HASHED_DIR}/{hashlib.sha256(raw).hexdigest()[:32]}"
+
+
 def video_path(store_dir, vid: str) -> Path:
-    return Path(store_dir) / "videos" / (vid + ".h5")
+    """The HDF5 file of video ``vid`` in the store ``store_dir`` (see :func:`store_name`)."""
+    return Path(store_dir) / "videos" / (store_name(vid) + ".h5")
 
 
 def failure_path(store_dir, vid: str) -> Path:
-    if vid.startswith("/") or ".." in vid.split("/"):  # a bad list entry must not write outside the store
-        vid = quote(vid, safe="")
-    return Path(store_dir) / "failed" / (vid + ".json")
+    """The failure record of ``vid``; always inside ``store_dir/failed`` (see :func:`store_name`)."""
+    return Path(store_dir) / "failed" / (store_name(vid) + ".json")
 
 
 @contextmanager
@@ -76,16 +105,24 @@ def atomic_path(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    yield tmp
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a failed write leaves the old file and no temporary behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path, obj) -> None:
     """Write JSON atomically (see :func:`atomic_path`)."""
+    try:
+        data = json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a non-UTF-8 path): \udcff escapes, which json.load reads back
+        data = json.dumps(obj, indent=1, ensure_ascii=True, sort_keys=True).encode("ascii")
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+        tmp.write_bytes(data)
 
 
 def read_json(path):
