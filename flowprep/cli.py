@@ -87,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="read every frame and flow of a store; exit 1 on any problem")
     v.add_argument("store")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
-    s = sub.add_parser("show", help="write a PNG of a video's frames above its colour-coded flow")
+    s = sub.add_parser("show", help="write a PNG of a video's frames above its colour-coded flow, with a colour key",
+                       description="Write a PNG: evenly spaced frames of a stored video (numbered) above their "
+                       "colour-coded flow to the next frame, and the colour key (hue: direction, saturation: "
+                       "magnitude up to the largest flow shown).")
     s.add_argument("store")
     s.add_argument("video", help="video id as stored, e.g. ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
     s.add_argument("-o", "--output", required=True, help="PNG file to write")
     s.add_argument("--frames", type=int, default=6, help="how many evenly spaced frames (default: 6)")
+    s.add_argument("--scale", type=float, help="enlarge the tiles by this factor (default: the smallest whole "
+                   "factor that makes a tile's short side at least 160 pixels; 1 keeps the stored size)")
+    s.add_argument("--animation", metavar="PATH", help="also write every frame beside its flow as an animation "
+                   "(.gif, .mp4 or .avi)")
+    s.add_argument("--fps", type=float, default=5.0, help="frames per second of --animation (default: 5)")
     sub.add_parser("methods", help="list the flow methods and their parameters")
     return p
 
@@ -219,15 +227,27 @@ def cmd_show(a) -> int:
     import cv2
 
     from .store import Store
-    from .visualize import contact_sheet
+    from .visualize import animation_frames, contact_sheet, default_scale, write_animation
 
+    if a.scale is not None and not 0 < a.scale <= 32:
+        raise ValueError(f"--scale must be in (0, 32], got {a.scale}")
+    if a.frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {a.frames}")
     st = Store(a.store)
     n = st.num_frames(a.video)
-    idx = [int(i) for i in np.unique(np.linspace(0, n - 2, max(1, a.frames)).round())]
-    sheet = contact_sheet(st.frames(a.video, idx), st.flow(a.video, idx), labels=[f"t={i}" for i in idx])
+    idx = [int(i) for i in np.unique(np.linspace(0, n - 2, a.frames).round())]
+    frames, flows = st.frames(a.video, idx), st.flow(a.video, idx)
+    scale = a.scale or default_scale(*frames.shape[1:3])
+    sheet = contact_sheet(frames, flows, labels=[f"frame {i}" for i in idx],
+                          flow_labels=[f"flow {i}>{i + 1}" for i in idx], scale=scale)
     if not cv2.imwrite(a.output, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{a.output}: could not write the image (is the directory there, is the name a .png?)")
-    print(f"wrote {a.output}: frames {list(idx)} of {a.video} above their flow")
+    print(f"wrote {a.output}: frames {list(idx)} of {a.video} above their flow, tiles x{scale:g}, with the colour key")
+    if a.animation:
+        every = list(range(n - 1))
+        write_animation(animation_frames(st.frames(a.video, every), st.flow(a.video, every), frame_numbers=every,
+                                         scale=scale), a.animation, fps=a.fps)
+        print(f"wrote {a.animation}: {len(every)} frames beside their flow")
     return 0
 
 

