@@ -4,6 +4,7 @@ The pipeline, one module per stage::
 
     decode.py   -> frames from a video file (resize, temporal subsampling)
     flow.py     -> dense optical flow methods behind a small registry (tvl1_torch.py: our batched TV-L1)
+    groundtruth.py -> a flow benchmark with exact ground truth (photographs moved by known motions)
     quantize.py -> flow <-> uint8 mappings
     dataset.py  -> discover labelled videos and splits under a dataset root
     store.py    -> the on-disk store (one HDF5 file per video) and its reader
