@@ -31,13 +31,17 @@ Schema of ``videos/<name>.h5``:
   Codes map to pixels through :mod:`flowprep.quantize` with the file's ``mapping`` and ``bound``.
 
 :class:`Store` reads it. It opens HDF5 files lazily and per process (a DataLoader worker that inherits a
-``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files.
+``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files, each a
+:class:`VideoFile` that reads and checks what every read needs once, when it opens. JPEG and PNG items are
+read straight from the file with ``os.pread`` (h5py's per-read overhead was larger than decoding them; see
+``bench/store_bench.py`` and the README's performance section).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import struct
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,13 +144,6 @@ def _encode(img: np.ndarray, fmt: str, quality: int) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def _decode(buf: np.ndarray, flags: int) -> np.ndarray:
-    img = cv2.imdecode(np.asarray(buf, np.uint8), flags)
-    if img is None:
-        raise ValueError("undecodable image bytes")
-    return img
-
-
 def _digest(contents: dict) -> str:
     """sha256 over ``{dataset name: list of uint8 byte arrays}``, in name order, each item with its length."""
     h = hashlib.sha256()
@@ -209,6 +206,190 @@ def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_fo
 
 # --- reading -------------------------------------------------------------------------------------
 
+# One item of a variable-length dataset as stored: its length, then the global heap ID of its bytes
+# (the address of a heap collection and the object's index in it). HDF5 File Format Specification 3.0,
+# "Datatype Message", variable-length class, and "Global Heap".
+_VLEN_ITEM = np.dtype([("length", "<u4"), ("collection", "<u8"), ("index", "<u4")])
+_HEAP_OBJECT = struct.Struct("<HHIQ")  # object index, reference count, reserved, size
+_EMPTY = np.zeros(0, np.uint8)
+_READ_GAP = 8192  # items less than this apart are read with one pread of their range (cheaper than two calls)
+
+
+class _HeapReader:
+    """Reads items of a contiguous variable-length uint8 dataset with ``os.pread``: the cost of their bytes.
+
+    h5py spends ~80 us of library work on each read of a variable-length dataset, more than decoding a
+    small JPEG; the items' bytes are reachable directly. The dataset's T 16-byte entries (``_VLEN_ITEM``) are
+    read once; each names a global heap collection (a 16-byte header ``GCOL``, version 1, size, then objects,
+    each a 16-byte header and its bytes padded to 8) whose object headers are walked once, up to the object
+    asked for, the first time one of its objects is read. Every offset and size is checked against the file
+    size and the item's stored length, so damage gives a :class:`StoreError`, never an unbounded allocation.
+    """
+
+    def __init__(self, fd: int, dataset: h5py.Dataset, file_size: int, path: Path):
+        self.fd, self.file_size, self.path, self.name = fd, file_size, path, dataset.name
+        n, start = dataset.shape[0], dataset.id.get_offset()
+        if start is None:  # no items written
+            self.table = []
+        else:  # [(length, collection address, object index)] * T, as Python ints (the fastest to look up)
+            self.table = np.frombuffer(self._pread(n * _VLEN_ITEM.itemsize, start), _VLEN_ITEM).tolist()
+        self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
+
+    @staticmethod
+    def supports(f: h5py.File, dataset: h5py.Dataset) -> bool:
+        """Whether this file and dataset have the layout read here (h5py reads any other)."""
+        return (f.driver == "sec2" and dataset.chunks is None and dataset.dtype == object
+                and h5py.check_vlen_dtype(dataset.dtype) == np.uint8
+                and f.id.get_create_plist().get_userblock() == 0 and f.id.get_create_plist().get_sizes() == (8, 8))
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        if offset < 0 or offset + size > self.file_size:
+            raise StoreError(f"{self.path}: {self.name} points past the end of the file (damaged file)")
+        buf = os.pread(self.fd, size, offset)
+        if len(buf) != size:
+            raise StoreError(f"{self.path}: {self.name}: short read at byte {offset} (truncated file)")
+        return buf
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        """(file offset, length) of item ``i``'s bytes."""
+        length, address, index = self.table[i]
+        if length == 0:
+            return 0, 0
+        c = self._collections.get(address)
+        if c is None:
+            head = self._pread(16, address)
+            size = int.from_bytes(head[8:16], "little")
+            if head[:5] != b"GCOL\x01" or address + size > self.file_size:
+                raise StoreError(f"{self.path}: {self.name} item {i}: no heap collection at byte {address} (damaged file)")
+            c = self._collections[address] = [{}, address + 16, address + size]
+        objects, pos, end = c
+        while index not in objects and pos + 16 <= end:
+            obj, _, _, size = _HEAP_OBJECT.unpack(self._pread(16, pos))
+            if obj == 0:  # free space fills the rest of the collection
+                pos = end
+                break
+            objects[obj] = pos + 16, size
+            pos += 16 + (size + 7) // 8 * 8
+        c[1] = pos
+        found = objects.get(index)
+        if found is None or found[1] != length or found[0] + length > end:
+            raise StoreError(f"{self.path}: {self.name} item {i} is not where its entry says (damaged file)")
+        return found[0], length
+
+    def read(self, indices: list[int]) -> list[np.ndarray]:
+        """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range."""
+        spans = [self._locate(i) for i in indices]
+        out = [_EMPTY] * len(spans)
+        order = sorted((k for k in range(len(spans)) if spans[k][1]), key=lambda k: spans[k][0])
+        first = 0
+        for j in range(1, len(order) + 1):  # split ``order`` into runs of items less than _READ_GAP apart
+            if j < len(order) and spans[order[j]][0] - sum(spans[order[j - 1]]) <= _READ_GAP:
+                continue
+            run = order[first:j]
+            lo = spans[run[0]][0]
+            buf = self._pread(max(sum(spans[k]) for k in run) - lo, lo)
+            for k in run:
+                out[k] = np.frombuffer(buf, np.uint8, spans[k][1], spans[k][0] - lo)
+            first = j
+        return out
+
+
+class VideoFile:
+    """One video file of a store, open for reading, with what every read needs.
+
+    Everything that does not depend on the call (attributes, dataset handles, where items lie in the file)
+    is read here, once per open, so a read costs what its bytes cost. Checks of a file's integrity that must
+    run before anything is read from it go in :meth:`_check_layout`, which runs once per open.
+
+    Attributes:
+        h5: the h5py handle. num_frames, height, width, rgb_format, flow_format, bound, mapping: the file's
+        attributes of those names (see the module docstring).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.h5 = h5py.File(path, "r")
+        try:
+            self._open()
+        except BaseException:
+            self.h5.close()
+            raise
+
+    def _open(self) -> None:
+        a, f = self.h5.attrs, self.h5
+        try:
+            self.num_frames, self.height, self.width = int(a["num_frames"]), int(a["height"]), int(a["width"])
+            self.rgb_format, self.flow_format = str(a["rgb_format"]), str(a["flow_format"])
+            self.bound, self.mapping = float(a["bound"]), str(a["mapping"])
+        except KeyError as e:
+            raise StoreError(f"{self.path}: attribute {e} missing (damaged or not a flowprep video file)") from None
+        names = ("rgb", "flow") if self.flow_format == "float16" else ("rgb", "flow_x", "flow_y")
+        missing = [n for n in names if n not in f]
+        if missing:
+            raise StoreError(f"{self.path}: dataset {missing[0]!r} missing (damaged file)")
+        self.datasets = {n: f[n] for n in names}
+        self._check_layout()
+        fd, size = f.id.get_vfd_handle(), os.path.getsize(self.path)
+        self._heap = {n: _HeapReader(fd, d, size, self.path) for n, d in self.datasets.items()
+                      if _HeapReader.supports(f, d)}
+        lut = dequantize(np.arange(256, dtype=np.uint8), self.bound, self.mapping)
+        self._lut = lut.reshape(256, 1)  # cv2.LUT's table: 256 entries, float32 out
+
+    def _check_layout(self) -> None:
+        """Refuse a file whose datasets disagree with its ``num_frames`` (before any read allocates)."""
+        for name, d in self.datasets.items():
+            want = self.num_frames if name == "rgb" else self.num_frames - 1
+            if self.num_frames < 1 or d.shape[:1] != (want,):
+                raise StoreError(f"{self.path}: {name} holds {d.shape[0] if d.shape else 0} items but num_frames "
+                                 f"{self.num_frames} says {want} (damaged file)")
+
+    def items(self, name: str, idx: list[int]) -> list[np.ndarray]:
+        """Items ``idx`` of dataset ``name`` as stored (encoded bytes, or arrays in the raw formats)."""
+        heap = self._heap.get(name)
+        if heap is not None:
+            return heap.read(idx)
+        d = self.datasets[name]
+        if idx == list(range(idx[0], idx[-1] + 1)):  # one read of a contiguous range
+            return list(d[idx[0]:idx[-1] + 1])
+        return [d[i] for i in idx]
+
+    def frames(self, idx: list[int]) -> np.ndarray:
+        """(K, H, W, 3) uint8 RGB."""
+        items = self.items("rgb", idx)
+        if self.rgb_format == "raw":
+            return np.stack(items)
+        return np.stack([self._image(b, cv2.IMREAD_COLOR_RGB) for b in items])
+
+    def flow(self, idx: list[int]) -> np.ndarray:
+        """(K, H, W, 2) float32 pixels."""
+        if self.flow_format == "float16":
+            return np.stack(self.items("flow", idx)).astype(np.float32)
+        codes = self.flow_codes(idx)
+        return cv2.LUT(codes.reshape(len(idx), -1), self._lut).reshape(codes.shape)
+
+    def flow_codes(self, idx: list[int]) -> np.ndarray:
+        """(K, H, W, 2) uint8 codes (not for ``flow_format="float16"``)."""
+        xs, ys = self.items("flow_x", idx), self.items("flow_y", idx)
+        out = np.empty((len(idx), self.height, self.width, 2), np.uint8)
+        for k, (x, y) in enumerate(zip(xs, ys)):
+            if self.flow_format == "raw":
+                out[k, ..., 0], out[k, ..., 1] = x, y
+            else:
+                out[k, ..., 0], out[k, ..., 1] = self._image(x, cv2.IMREAD_GRAYSCALE), self._image(y, cv2.IMREAD_GRAYSCALE)
+        return out
+
+    def _image(self, buf: np.ndarray, flags: int) -> np.ndarray:
+        """Decode one stored JPEG/PNG, which must have the file's frame size."""
+        img = cv2.imdecode(buf, flags) if len(buf) else None
+        if img is None or img.shape[:2] != (self.height, self.width):
+            got = "undecodable bytes" if img is None else f"a {img.shape[1]}x{img.shape[0]} image"
+            raise StoreError(f"{self.path}: a stored image holds {got}, not {self.width}x{self.height} (damaged file)")
+        return img
+
+    def close(self) -> None:
+        self.h5.close()
+
+
 class Store:
     """Read access to a store made by ``flowprep extract``.
 
@@ -261,7 +442,7 @@ class Store:
         """Stored RGB frames T of a video; it has T - 1 flow frames."""
         if vid in self._index:
             return self._index[vid]["num_frames"]
-        return int(self._file(vid).attrs["num_frames"])
+        return self._video(vid).num_frames
 
     def attrs(self, vid: str) -> dict:
         return dict(self._file(vid).attrs)
@@ -286,54 +467,46 @@ class Store:
 
     def frames(self, vid: str, indices) -> np.ndarray:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
-        f = self._file(vid)
-        idx = self._check(vid, indices, int(f.attrs["num_frames"]), "frame")
-        d = f["rgb"]
-        if f.attrs["rgb_format"] == "raw":
-            return np.stack([d[i] for i in idx])
-        return np.stack([cv2.cvtColor(_decode(d[i], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for i in idx])
+        v = self._video(vid)
+        return v.frames(self._check(vid, indices, v.num_frames, "frame"))
 
     def flow(self, vid: str, indices) -> np.ndarray:
         """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
-        f = self._file(vid)
-        idx = self._check(vid, indices, int(f.attrs["num_frames"]) - 1, "flow frame")
-        fmt = f.attrs["flow_format"]
-        if fmt == "float16":
-            return np.stack([f["flow"][i] for i in idx]).astype(np.float32)
-        dx, dy = f["flow_x"], f["flow_y"]
-        if fmt == "raw":
-            codes = np.stack([np.stack([dx[i], dy[i]], -1) for i in idx])
-        else:
-            codes = np.stack([np.stack([_decode(dx[i], cv2.IMREAD_GRAYSCALE), _decode(dy[i], cv2.IMREAD_GRAYSCALE)], -1)
-                              for i in idx])
-        return dequantize(codes, float(f.attrs["bound"]), str(f.attrs["mapping"]))
+        v = self._video(vid)
+        return v.flow(self._check(vid, indices, v.num_frames - 1, "flow frame"))
 
     def _check(self, vid, indices, n, what) -> list[int]:
         idx = [int(i) for i in np.atleast_1d(indices)]
-        bad = [i for i in idx if not 0 <= i < n]
-        if bad:
-            raise IndexError(f"{vid}: {what} index {bad[0]} out of range (it has {n})")
+        if not idx:
+            raise IndexError(f"{vid}: no {what} indices given")
+        if min(idx) < 0 or max(idx) >= n:
+            bad = next(i for i in idx if not 0 <= i < n)
+            raise IndexError(f"{vid}: {what} index {bad} out of range (it has {n})")
         return idx
 
-    def _file(self, vid: str) -> h5py.File:
+    def _video(self, vid: str) -> VideoFile:
+        """The open :class:`VideoFile` of ``vid`` in this process (opened, and checked, once)."""
         if os.getpid() != self._pid:  # inherited by a forked worker: never share HDF5 handles across processes
             self._files = OrderedDict()
             self._pid = os.getpid()
-        f = self._files.get(vid)
-        if f is not None:
+        v = self._files.get(vid)
+        if v is not None:
             self._files.move_to_end(vid)
-            return f
+            return v
         path = video_path(self.root, vid)
         try:
-            f = h5py.File(path, "r")
+            v = VideoFile(path)
         except (OSError, ValueError) as e:
             if not path.is_file():
                 raise StoreError(f"{path}: video {vid!r} is not in the store") from None
             raise StoreError(f"{path}: unreadable HDF5 file ({e})") from None
-        self._files[vid] = f
+        self._files[vid] = v
         if len(self._files) > self.max_open:
             self._files.popitem(last=False)[1].close()
-        return f
+        return v
+
+    def _file(self, vid: str) -> h5py.File:
+        return self._video(vid).h5
 
     def close(self) -> None:
         if os.getpid() == self._pid:

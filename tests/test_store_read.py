@@ -1,0 +1,148 @@
+"""Reading video files the way the store does it: items straight from the HDF5 global heap (checked against
+h5py), one read for neighbouring items, attributes read once per open, damaged files named."""
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import textured_frames
+from flowprep.quantize import dequantize, quantize
+from flowprep.store import Store, StoreError, VideoFile, write_json_atomic, write_video
+
+ATTRS = {"id": "A/v.avi", "label": 0, "class_name": "A", "source_fps": 25.0, "fps": 25.0, "source_frames": 6,
+         "method": "dis", "mapping": "symmetric", "bound": 20.0}
+
+
+def _video_file(path, num_frames=6, size=(40, 32), **kw) -> np.ndarray:
+    """Write a real video file (as extraction does) and return its frames."""
+    frames = textured_frames(num_frames, size)
+    codes = quantize(np.random.default_rng(0).normal(0, 3, (num_frames - 1, size[1], size[0], 2)))
+    write_video(path, frames=frames, frame_index=np.arange(num_frames), codes_or_flow=codes,
+                attrs={**ATTRS, "num_frames": num_frames, "height": size[1], "width": size[0]}, **kw)
+    return frames, codes
+
+
+def _store(tmp_path, **kw):
+    root = tmp_path / "st"
+    frames, codes = _video_file(root / "videos" / "A" / "v.avi.h5", **kw)
+    write_json_atomic(root / "store.json", {"schema": 1, "bound": 20.0})
+    write_json_atomic(root / "manifest.json", {"classes": ["A"], "videos": [{"id": "A/v.avi", "label": 0}],
+                                               "splits": {}})
+    return Store(root), frames, codes
+
+
+def _scattered_file(path, chunks=None) -> dict:
+    """Items of random sizes (some empty) written in shuffled order into three datasets in turn, so that
+    their heap objects share collections, fill freed space and lie out of index order."""
+    rng = np.random.default_rng(1)
+    n = 40
+    data = {name: [rng.integers(0, 256, int(rng.choice([0, 7, 300, 2500, 9000])), dtype=np.uint8) for _ in range(n)]
+            for name in ("rgb", "flow_x", "flow_y")}
+    data["flow_x"], data["flow_y"] = data["flow_x"][:n - 1], data["flow_y"][:n - 1]
+    with h5py.File(path, "w") as f:
+        f.attrs.update({**ATTRS, "num_frames": n, "height": 8, "width": 8, "rgb_format": "jpeg",
+                        "flow_format": "jpeg"})
+        ds = {k: f.create_dataset(k, (len(v),), dtype=h5py.vlen_dtype(np.uint8), chunks=chunks) for k, v in data.items()}
+        for i in rng.permutation(n):
+            for k, v in data.items():
+                if i < len(v):
+                    ds[k][i] = v[i]
+        ds["rgb"][3] = rng.integers(0, 256, 50, dtype=np.uint8)  # rewritten: its old object is freed
+    with h5py.File(path, "r") as f:
+        return {k: list(f[k][:]) for k in data}
+
+
+@pytest.mark.parametrize("chunks", [None, (4,)], ids=["heap", "chunked-h5py"])
+def test_items_are_what_h5py_reads(tmp_path, chunks):
+    path = tmp_path / "v.h5"
+    expected = _scattered_file(path, chunks)
+    v = VideoFile(path)
+    assert bool(v._heap) == (chunks is None)  # the direct reader only where the layout allows it; h5py otherwise
+    for name, items in expected.items():
+        n = len(items)
+        for idx in [list(range(n)), [5, 1, 3, 3], list(range(n - 10, n)), [0], list(range(10, 20))[::-1]]:
+            got = v.items(name, idx)
+            assert len(got) == len(idx)
+            for g, i in zip(got, idx):
+                np.testing.assert_array_equal(g, items[i])
+    v.close()
+
+
+def test_neighbouring_items_come_from_one_read(tmp_path, monkeypatch):
+    st, _, _ = _store(tmp_path, num_frames=12)
+    st.flow("A/v.avi", range(0, 10)), st.frames("A/v.avi", range(12))  # the first reads walk the heap collections
+    calls = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda *a: calls.append(a) or pread(*a))
+    st.flow("A/v.avi", range(0, 10))
+    assert 2 <= len(calls) <= 4, calls  # x and y, each one range (or two: a run split by free space reuse)
+    calls.clear()
+    st.frames("A/v.avi", [4])
+    assert len(calls) == 1
+
+
+def test_reads_touch_no_attribute_after_the_open(tmp_path, monkeypatch):
+    st, frames, codes = _store(tmp_path)
+    st.frames("A/v.avi", [0])
+    reads = []
+    get = h5py.AttributeManager.__getitem__
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", lambda self, k: reads.append(k) or get(self, k))
+    rgb, flow = st.frames("A/v.avi", [1, 2]), st.flow("A/v.avi", [0, 4])
+    assert reads == []
+    luma = np.array([0.299, 0.587, 0.114])  # JPEG halves chroma; compare luma, in RGB order
+    assert rgb.shape == (2, 32, 40, 3) and np.abs((rgb.astype(int) - frames[1:3]) @ luma).mean() < 1.5
+    assert np.abs(flow - dequantize(codes[[0, 4]])).mean() < 0.3  # JPEG of noise: within a few codes
+
+
+@pytest.mark.parametrize("rgb_format,flow_format", [("raw", "raw"), ("jpeg", "png"), ("raw", "float16")])
+def test_other_formats_read_the_same_through_one_open(tmp_path, rgb_format, flow_format):
+    st, frames, codes = _store(tmp_path, rgb_format=rgb_format, flow_format=flow_format)
+    flow = st.flow("A/v.avi", [3, 1, 2])
+    if flow_format == "float16":
+        np.testing.assert_array_equal(flow, codes[[3, 1, 2]].astype(np.float16).astype(np.float32))
+    else:
+        np.testing.assert_array_equal(flow, dequantize(codes[[3, 1, 2]]))
+    if rgb_format == "raw":
+        np.testing.assert_array_equal(st.frames("A/v.avi", [5, 0]), frames[[5, 0]])
+
+
+def _damage(path, name, entry: bytes):
+    with h5py.File(path, "r") as f:
+        at = f[name].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        fh.write(entry)
+
+
+# Item 0's entry (length, heap collection address, object index) overwritten from its start.
+@pytest.mark.parametrize("name,entry,message", [
+    ("rgb", (2 ** 31).to_bytes(4, "little"), "rgb item 0 is not where its entry says"),  # a 2 GB length
+    ("flow_x", b"\x10\0\0\0" + (10 ** 12).to_bytes(8, "little"), "flow_x points past the end of the file"),
+    ("rgb", b"\x10\0\0\0" + (96).to_bytes(8, "little"), "rgb item 0: no heap collection at byte 96"),
+    ("flow_y", b"\0\0\0\0", "a stored image holds undecodable bytes"),  # an empty item
+])
+def test_damaged_entries_are_named_errors_in_bounded_memory(tmp_path, name, entry, message):
+    st, _, _ = _store(tmp_path)
+    _damage(st.root / "videos" / "A" / "v.avi.h5", name, entry)
+    with pytest.raises(StoreError, match=message) as e:
+        st.frames("A/v.avi", [0]) if name == "rgb" else st.flow("A/v.avi", [0])
+    assert "v.avi.h5" in str(e.value)
+
+
+def test_dataset_lengths_are_checked_once_at_open(tmp_path):
+    st, _, _ = _store(tmp_path)
+    with h5py.File(st.root / "videos" / "A" / "v.avi.h5", "r+") as f:
+        f.attrs["num_frames"] = 10 ** 9
+    with pytest.raises(StoreError, match=r"v.avi.h5: rgb holds 6 items but num_frames 1000000000 says 1000000000"):
+        st.frames("A/v.avi", [0])
+
+
+def test_stored_image_of_another_size_is_named(tmp_path):
+    st, _, _ = _store(tmp_path)
+    with h5py.File(st.root / "videos" / "A" / "v.avi.h5", "r+") as f:
+        f.attrs["width"] = 41
+    with pytest.raises(StoreError, match=r"v.avi.h5: a stored image holds a 40x32 image, not 41x32"):
+        st.frames("A/v.avi", [0])
