@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L flow frames per stack (default 10), or frames per clip for video models (default 16)")
     t.add_argument("--stride", type=int, default=d["stride"], help="frame step inside a clip (default: 1)")
     t.add_argument("--input-size", type=int, default=d["input_size"], help="network input side (default: 224)")
-    t.add_argument("--pretrained", metavar="PATH", help="state dict to start from (e.g. ImageNet weights); "
-                   "for the temporal stream the first conv is adapted by cross-modality init")
+    t.add_argument("--pretrained", metavar="NAME|PATH",
+                   help="weights to start from: 'imagenet' (resnet18/34/50, the 2D-backbone video models, r3d_18 "
+                   "by inflation) or 'kinetics400' (r3d_18, r2plus1d_18), downloaded once into the torch hub cache; "
+                   "or the path of a state dict. For the temporal stream the first conv is adapted by "
+                   "cross-modality init")
     t.add_argument("--epochs", type=int, default=d["epochs"], help=f"(default: {d['epochs']})")
     t.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"(default: {d['batch_size']})")
     t.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default: {d['lr']})")

@@ -50,7 +50,8 @@ class TrainConfig:
             default 10 for a temporal 2D stream, 1 for a spatial 2D stream, 16 for video models.
         stride: frame step inside a clip.
         input_size: square network input side.
-        pretrained: path of a state dict to start from (e.g. ImageNet weights).
+        pretrained: weights to start from: ``imagenet`` or ``kinetics400`` (torchvision's files, downloaded
+            once into the torch hub cache; see :mod:`twostream.pretrained`) or the path of a state dict.
         epochs, batch_size, lr, momentum, weight_decay: the optimisation.
         optimizer: ``sgd`` (with momentum) or ``adamw``.
         schedule: ``cosine``, ``step`` (x0.1 at 1/2 and 3/4 of the epochs) or ``constant``.
@@ -327,9 +328,9 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
     torch.manual_seed(cfg.seed)
     model = make_model(cfg.arch, spec, num_classes, cfg.dropout, cfg.base_width)
     if cfg.pretrained:
-        from .models import load_pretrained
+        from .pretrained import load_weights
 
-        skipped = load_pretrained(model, cfg.pretrained)
+        skipped = load_weights(model, cfg.pretrained, cfg.arch, progress=progress and world.main)
         log.info("loaded %s (not used: %s)", cfg.pretrained, ", ".join(skipped) or "nothing")
     if world.distributed and device.type == "cuda" and cfg.bn != "frozen":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .resnet import ResNet, adapt_input_conv, load_pretrained, resnet18, resnet34, resnet50
+from .inflate import InflatedResNet, inflate_resnet, inflate_state_dict, inflate_weight
+from .resnet import ResNet, adapt_input_conv, load_pretrained, load_state, read_state_dict, resnet18, resnet34, resnet50
 from .video import (C3D, EarlyFusion, LateFusion, SingleFrame, SlowFusion, VideoResNet, c3d, early_fusion,
                     late_fusion, r2plus1d_18, r3d_18, single_frame, slow_fusion)
 
@@ -30,6 +31,12 @@ __all__ = [
     "channels_last_format",
     "adapt_input_conv",
     "load_pretrained",
+    "read_state_dict",
+    "load_state",
+    "inflate_weight",
+    "inflate_resnet",
+    "inflate_state_dict",
+    "InflatedResNet",
     "ResNet",
     "SingleFrame",
     "LateFusion",

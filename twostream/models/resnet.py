@@ -30,6 +30,8 @@ __all__ = [
     "resnet50",
     "adapt_input_conv",
     "load_pretrained",
+    "read_state_dict",
+    "load_state",
 ]
 
 
@@ -242,6 +244,21 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_backbone: bool
             hold a state dict, or does not match the architecture of ``model``.
     """
     path = Path(path)
+    return load_state(model, read_state_dict(path), path, strict_backbone=strict_backbone)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a weights file, read with ``torch.load(weights_only=True)``.
+
+    The file may hold a raw state dict or a dict with the state dict under ``"model"`` or
+    ``"state_dict"``; a ``"module."`` prefix (DataParallel) is removed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, when it cannot be read as a weights-only torch file or does
+            not hold a state dict.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights {path}: no such file")
     try:
@@ -252,20 +269,29 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict_backbone: bool
             f"pretrained weights {path}: cannot be read as a weights-only torch file ({reason}); "
             "expected a state dict saved with torch.save(model.state_dict(), path)"
         ) from err
-    state = _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, path)
 
+
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str | Path, *,
+               strict_backbone: bool = True) -> list[str]:
+    """Load the state dict ``state`` into ``model`` as :func:`load_pretrained` describes.
+
+    ``source`` names where the weights came from, for error messages. Returns the names that were
+    not loaded (see :func:`load_pretrained`).
+    """
+    state = dict(state)
     backbone = getattr(model, "backbone", None)
     own_keys = model.state_dict().keys()
     if isinstance(backbone, nn.Module) and not any(k in own_keys for k in state if not k.startswith("fc.")):
         # A video model built on a 2D backbone (single_frame, late/early fusion) given weights of
         # the plain 2D net: load them into the backbone; the model's own head keeps its init.
-        inner = _load_state_dict(backbone, state, path, strict_backbone)
+        inner = _load_state_dict(backbone, state, source, strict_backbone)
         head = [k for k in model.state_dict() if not k.startswith("backbone.")]
         return sorted([f"backbone.{k}" for k in inner] + head)
-    return _load_state_dict(model, state, path, strict_backbone)
+    return _load_state_dict(model, state, source, strict_backbone)
 
 
-def _load_state_dict(model: nn.Module, state: dict[str, Tensor], path: Path, strict_backbone: bool) -> list[str]:
+def _load_state_dict(model: nn.Module, state: dict[str, Tensor], path: str | Path, strict_backbone: bool) -> list[str]:
     own = model.state_dict()
     input_key = _input_conv_key(model)
     loaded: dict[str, Tensor] = {}
