@@ -4,7 +4,8 @@ The stages after ``flowprep``, one module per concern::
 
     data.py        -> clips from a flowprep store (spatial: RGB frames, temporal: flow stacks)
     transforms.py  -> TSN augmentation: multi-scale corner crops, flips that negate flow x, test crops
-    models/        -> ResNet streams and the video classifiers, built by name
+    models/        -> ResNet streams and the video classifiers, built by name; 2D -> 3D inflation
+    pretrained.py  -> --pretrained imagenet|kinetics400: torchvision's files, downloaded into the hub cache
     train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
     evaluate.py    -> multi-clip, multi-crop evaluation and score files
     fuse.py        -> late fusion of score files
