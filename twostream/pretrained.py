@@ -154,18 +154,12 @@ def download(weights: Weights, *, base_url: str | None = None, directory: str | 
         log.warning("%s: cached file does not match its hash prefix %s; removed, downloading it again", dst, prefix)
         dst.unlink()
     url = weights.url(base_url)
-    tmp = None
-    try:
-        with atomic_path(dst) as tmp:
-            digest = _fetch(url, tmp, progress, timeout, dst)
-            if not digest.startswith(prefix):
-                raise PretrainedError(f"{url}: the downloaded file's SHA-256 is {digest[:16]}..., which does not "
-                                      f"start with {prefix} as its name says: corrupt or not the published file; "
-                                      "refused and removed")
-    except BaseException:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:  # on any error the temporary file is removed and dst left as it was
+        digest = _fetch(url, tmp, progress, timeout, dst)
+        if not digest.startswith(prefix):
+            raise PretrainedError(f"{url}: the downloaded file's SHA-256 is {digest[:16]}..., which does not "
+                                  f"start with {prefix} as its name says: corrupt or not the published file; "
+                                  "refused and removed")
     log.info("downloaded %s -> %s", url, dst)
     return dst
 
