@@ -1,6 +1,6 @@
-"""Find the labelled videos and the train/test splits under a dataset root.
+"""Find the labelled videos and the train/test splits of a dataset: class folders, split files, list files.
 
-Layouts understood (see ``data/README.md``):
+Layouts and formats understood (``data/README.md`` shows each with an example):
 
 * class folders: ``ROOT/<class>/<video>``; every regular, non-hidden file in a class folder is taken as a
   video (a file that is not one fails at decoding and is recorded, rather than skipped silently);
@@ -9,20 +9,43 @@ Layouts understood (see ``data/README.md``):
   and ``ROOT/splits``;
 * HMDB51 split files: ``<class>_test_splitN.txt`` with lines ``video.avi 1|2|0`` (1 train, 2 test, 0 unused),
   in the same places;
-* a plain list file of ``relative/path label`` lines (label a 0-based integer or a class name).
+* list files (:func:`read_list`), one per subset (``--train-list``/``--val-list``/``--test-list``, used as they
+  are) or one for everything (``--list``, split made as for class folders): mmaction2 video lists
+  (``path label``), mmaction2 rawframe lists (``dir num_frames label``), Kinetics CSV
+  (``label,youtube_id,time_start,time_end,split``) and Something-Something v2 JSON;
+* class index files (:func:`read_class_index`, ``--classes``): ``classInd.txt``, one name per line, or the
+  Something-Something v2 labels JSON.
 
-Without split files every fourth video of each class (in sorted order) is put in the test set of split 1.
-Problems with the dataset itself (a split entry whose file is missing, an unknown class, a duplicate entry)
-do not stop discovery: they are returned in ``Dataset.problems`` and recorded by the extraction.
+A video's id is its path under the root with ``/`` separators, normalised (``./A//a.avi`` is ``A/a.avi``)
+before ids are compared, so one file has one id. Without split files every fourth video of each class (in
+sorted order) is put in the test set of split 1.
+
+Problems with the dataset itself (an entry whose file is missing, an unknown class, a duplicate entry, a
+video in both train and test, a label that contradicts the class folder or is out of range, a malformed line)
+do not stop discovery: they are returned in ``Dataset.problems``, each naming the file and line, and recorded
+by the extraction, which then exits non-zero. A file that cannot be used at all (not UTF-8, a class index
+that is not 1..N, a multi-label or unlabelled list) raises :class:`DatasetError` naming the file and line.
+
+The rawframes importer reuses the same pieces: :func:`read_list`, :func:`read_class_index` and
+:func:`dataset_from_lists` with its own ``resolve``.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 SPLIT_DIR_NAMES = (".", "ucfTrainTestlist", "splits")
+LIST_FORMATS = ("auto", "video", "rawframes", "kinetics", "ssv2")
+SUBSETS = ("train", "val", "test")
+SSV2_LABEL_FILES = ("something-something-v2-labels.json", "labels.json")  # looked for beside an SSv2 list
+_INT = re.compile(r"[+-]?\d+")
 
 
 @dataclass(frozen=True)
@@ -39,19 +62,98 @@ class Dataset:
     root: Path
     classes: list[str]
     videos: list[VideoEntry]
-    # {split number: {"train": [video ids], "test": [video ids]}}
+    # {split number: {"train": [video ids], "test": [video ids]}}, plus "val" when both a val and a test list are given
     splits: dict[int, dict[str, list[str]]] = field(default_factory=dict)
-    # [{"id": ..., "problem": ...}] for entries that cannot be extracted
+    # [{"id": ..., "problem": ...}] for entries that cannot be extracted or are left out of a split
     problems: list[dict] = field(default_factory=list)
     split_source: str = "auto"
 
 
 class DatasetError(Exception):
-    """The dataset root or a list/split file cannot be used at all."""
+    """The dataset root or a list/split file cannot be used at all; the message names the file (and line)."""
 
 
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
+@dataclass
+class DatasetSource:
+    """Where the labels and splits come from, when not (only) from the root's class folders and split files.
+
+    Attributes:
+        splits_dir: the folder of UCF101 / HMDB51 split files, if not under the root.
+        list_file: one list file of every video; split 1 is made as for class folders (``--list``).
+        train_list, val_list, test_list: one list file per subset, used as they are. Without a test list the
+            val list is the split's test set (what training validates on and ``evaluate`` scores); with both,
+            the val list is kept as the split's ``val`` subset.
+        list_format: ``auto`` (``.csv`` Kinetics, ``.json`` SSv2, else by the first line), ``video``,
+            ``rawframes``, ``kinetics`` or ``ssv2`` (see :func:`read_list`).
+        classes_file: class names in label order (see :func:`read_class_index`); integer labels index it and
+            name labels must be in it. Without it, name labels give sorted classes and integer labels must run
+            0..N-1. An SSv2 list finds its labels file beside it.
+    """
+
+    splits_dir: str | Path | None = None
+    list_file: str | Path | None = None
+    train_list: str | Path | None = None
+    val_list: str | Path | None = None
+    test_list: str | Path | None = None
+    list_format: str = "auto"
+    classes_file: str | Path | None = None
+
+    def __post_init__(self):
+        if self.list_format not in LIST_FORMATS:
+            raise ValueError(f"unknown list format {self.list_format!r}; choose one of {', '.join(LIST_FORMATS)}")
+        per_subset = self.train_list or self.val_list or self.test_list
+        if self.list_file and per_subset:
+            raise ValueError("--list (one list, split made automatically) and --train-list/--val-list/--test-list "
+                             "(one list per subset) exclude each other")
+        if self.splits_dir and (self.list_file or per_subset):
+            raise ValueError("--splits names UCF101/HMDB51 split files; with list files leave it out")
+        if self.classes_file and not (self.list_file or per_subset):
+            raise ValueError("--classes goes with list files (--list, --train-list, ...); split files have their own")
+
+    @property
+    def lists(self) -> dict[str, Path]:
+        """``{"all": --list}`` or ``{subset: list file}`` of the lists given; empty without list files."""
+        if self.list_file:
+            return {"all": Path(self.list_file)}
+        given = {"train": self.train_list, "val": self.val_list, "test": self.test_list}
+        return {k: Path(v) for k, v in given.items() if v}
+
+
+# --- text, paths and ids ---------------------------------------------------------------------------
+
+def read_text(path) -> str:
+    """The text of a list or class file: UTF-8, a leading BOM dropped, CRLF line ends read as LF."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save it as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_lines(path) -> list[tuple[int, str]]:
+    """The non-blank lines of a text file as ``(1-based line number, stripped line)`` (see :func:`read_text`)."""
+    return [(n, line.strip()) for n, line in enumerate(read_text(path).split("\n"), 1) if line.strip()]
+
+
+def normalize_path(text: str) -> str:
+    """A path from a list as an id: ``/`` separators, no ``.``, empty or ``x/..`` parts.
+
+    ``./A/a0.avi``, ``A//a0.avi``, ``A/./a0.avi`` and ``A\\a0.avi`` all give ``A/a0.avi``.
+    Raises ValueError for a path that is absolute or leads outside the root.
+    """
+    p = text.strip().replace("\\", "/")
+    if p.startswith("/"):
+        raise ValueError("an absolute path")
+    p = posixpath.normpath(p)
+    if p in (".", "..") or p.startswith("../"):
+        raise ValueError("a path that leads outside the dataset root")
+    return p
 
 
 def is_utf8(name: str) -> bool:
@@ -79,42 +181,542 @@ def _duplicate_id(vid: str, list_name: str) -> str:
     return f"{vid} (duplicate in {list_name})"
 
 
-def _class_folders(root: Path, exclude: set[Path]) -> dict[str, list[Path]]:
-    out = {}
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith(".") and d.resolve() not in exclude:
-            out[d.name] = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not p.is_dir())
+def _entry_id(vid: str, where: str) -> str:
+    """The id of a problem with one entry of a video that is extracted anyway (see :func:`_duplicate_id`)."""
+    return f"{vid} ({where})"
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+# --- class index files -----------------------------------------------------------------------------
+
+def read_class_index(path) -> list[str]:
+    """Class names in label order (label 0 first) from a class index file.
+
+    Formats: UCF101 ``classInd.txt`` lines ``<index> <name>`` whose indices are 1..N, each once, in any line
+    order; one name per line (the line order is the label order); the Something-Something v2 labels JSON
+    ``{"<name>": "<index>"}`` with indices 0..N-1. Names may hold spaces.
+
+    Raises:
+        DatasetError: naming the file and line (or JSON key) of the first problem: an index outside 1..N, an
+            index or a name given twice, a line that is not ``<index> <name>`` in an indexed file.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return _json_class_index(path)
+    lines = read_lines(path)
+    if not lines:
+        raise DatasetError(f"{path}: no class names in it")
+    indexed = len(lines[0][1].split(maxsplit=1)) == 2 and _INT.fullmatch(lines[0][1].split()[0])
+    if not indexed:
+        first_line: dict[str, int] = {}
+        for n, line in lines:
+            if line in first_line:
+                raise DatasetError(f"{path}:{n}: class {line!r} given twice (also line {first_line[line]})")
+            first_line[line] = n
+        return list(first_line)
+    by_index: dict[int, tuple[str, int]] = {}
+    lines_of_name: dict[str, int] = {}
+    for n, line in lines:
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not _INT.fullmatch(parts[0]):
+            raise DatasetError(f"{path}:{n}: expected '<index> <class>' like the lines before it, got {line!r}")
+        i, name = int(parts[0]), parts[1]
+        if i in by_index:
+            raise DatasetError(f"{path}:{n}: index {i} given twice (also line {by_index[i][1]})")
+        if name in lines_of_name:
+            raise DatasetError(f"{path}:{n}: class {name!r} given twice (also line {lines_of_name[name]})")
+        by_index[i], lines_of_name[name] = (name, n), n
+    for n, line in lines:
+        i = int(line.split()[0])
+        if not 1 <= i <= len(lines):
+            raise DatasetError(f"{path}:{n}: index {i} is outside 1..{len(lines)}: a class index file numbers its "
+                               f"{len(lines)} classes 1..{len(lines)}, one each")
+    return [by_index[i][0] for i in range(1, len(lines) + 1)]
+
+
+def _json_class_index(path: Path) -> list[str]:
+    try:
+        data = json.loads(read_text(path))
+    except ValueError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not data:
+        raise DatasetError(f"{path}: expected a JSON object {{\"<class name>\": \"<0-based index>\"}} "
+                           "(the Something-Something v2 labels file)")
+    by_index: dict[int, str] = {}
+    for name, value in data.items():
+        if not _INT.fullmatch(str(value).strip()) or not 0 <= int(value) < len(data):
+            raise DatasetError(f"{path}: class {name!r} has index {value!r}; indices must be 0..{len(data) - 1}")
+        if int(value) in by_index:
+            raise DatasetError(f"{path}: index {value} given to {by_index[int(value)]!r} and {name!r}")
+        by_index[int(value)] = name
+    return [by_index[i] for i in range(len(data))]
+
+
+# --- list files ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One line (or JSON record) of a list file, before it is looked for on disk.
+
+    Attributes:
+        path: the normalised path of the video (``exact``), or a name to find with any extension: a Kinetics
+            clip ``{youtube_id}_{start:06d}_{end:06d}``, an SSv2 ``{id}``, a rawframe list's frame folder.
+        label: a 0-based class index (int) or a class name (str), as the list gives it.
+        where: ``"<file name> line N"`` (``record N`` for JSON), for messages.
+        num_frames: the frame count of a rawframe list; None otherwise.
+        exact: whether ``path`` names the file itself.
+    """
+
+    path: str
+    label: int | str
+    where: str
+    num_frames: int | None = None
+    exact: bool = True
+
+
+@dataclass
+class ListFile:
+    """A parsed list file: its entries and the problems of the lines that gave no entry."""
+
+    path: Path
+    format: str
+    entries: list[ListEntry]
+    problems: list[dict] = field(default_factory=list)
+
+
+def detect_list_format(path) -> str:
+    """``kinetics`` for ``.csv``, ``ssv2`` for ``.json``; a text list whose first line ends in two integers after a
+    path without an extension (``dir 150 3``) is ``rawframes``, any other ``video``."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return "kinetics"
+    if path.suffix.lower() == ".json":
+        return "ssv2"
+    lines = read_lines(path)
+    tokens = lines[0][1].split() if lines else []
+    if (len(tokens) >= 3 and _INT.fullmatch(tokens[-1]) and _INT.fullmatch(tokens[-2])
+            and not posixpath.splitext(tokens[-3])[1]):
+        return "rawframes"
+    return "video"
+
+
+def read_list(path, format: str = "auto") -> ListFile:
+    """Parse one list file (no disk access beyond reading it).
+
+    Formats:
+        ``video`` (mmaction2 video list, and ``--list``): ``relative/path label`` lines; the path may hold spaces.
+        ``rawframes`` (mmaction2 rawframe list): ``frame_dir num_frames label`` lines.
+        ``kinetics``: CSV with a header naming ``label``, ``youtube_id``, ``time_start``, ``time_end`` (``split``
+            and other columns are ignored); a clip is ``{youtube_id}_{time_start:06d}_{time_end:06d}`` with any
+            extension; class names may hold spaces and commas (quoted).
+        ``ssv2``: Something-Something v2 JSON ``[{"id", "label", "template", "placeholders"}]``; the class is the
+            template with its brackets removed (``Putting [something] on a surface`` ->
+            ``Putting something on a surface``), the video ``{id}.webm`` (or ``{id}`` with another extension).
+
+    A label is an integer (a 0-based class index) or a class name. Lines that give no entry (no label in a
+    labelled list, a path outside the root, a bad frame count or time) are returned as problems naming the file
+    and line.
+
+    Raises:
+        DatasetError: the file is not readable as its format, has several labels on a line (multi-label lists
+            are not supported: the store and training hold one label per video), or has no label on any line
+            (an unlabelled list, such as a test set without annotations, cannot train or evaluate).
+    """
+    path = Path(path)
+    fmt = detect_list_format(path) if format == "auto" else format
+    if fmt not in LIST_FORMATS[1:]:
+        raise ValueError(f"unknown list format {format!r}; choose one of {', '.join(LIST_FORMATS)}")
+    parser = {"video": _video_lines, "rawframes": _rawframe_lines, "kinetics": _kinetics_csv, "ssv2": _ssv2_json}[fmt]
+    out = ListFile(path, fmt, [], [])
+    unlabelled = parser(path, out)
+    if unlabelled and not out.entries and len(unlabelled) == len(out.problems):
+        more = ", ..." if len(unlabelled) > 1 else ""
+        raise DatasetError(f"{path}: no label on any line ({unlabelled[0]}{more}): unlabelled lists (such "
+                           f"as a test set without annotations) are not supported; flowprep needs a label per video")
     return out
 
 
-def _read_lines(path: Path) -> list[str]:
+def _add(out: ListFile, where: str, path_text: str, label: str | int, *, exact: bool, num_frames=None) -> None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        p = normalize_path(path_text)
+    except ValueError as e:
+        out.problems.append({"id": path_text, "problem": f"{where}: {e}; give paths relative to the dataset root"})
+        return
+    if isinstance(label, str) and _INT.fullmatch(label):
+        label = int(label)
+    out.entries.append(ListEntry(p, label, where, num_frames, exact))
 
 
-def _find_split_dir(root: Path, splits_dir: Path | None) -> tuple[Path | None, str]:
-    candidates = [Path(splits_dir)] if splits_dir else [root / n for n in SPLIT_DIR_NAMES]
-    for d in candidates:
-        if (d / "classInd.txt").is_file():
-            return d, "ucf101"
-        if d.is_dir() and any(d.glob("*_test_split[0-9]*.txt")):
-            return d, "hmdb51"
-    if splits_dir:
-        raise DatasetError(f"{splits_dir}: no classInd.txt (UCF101) or *_test_splitN.txt (HMDB51) split files there")
-    return None, "auto"
+def _no_label(out: ListFile, where: str, key: str, unlabelled: list) -> None:
+    out.problems.append({"id": key, "problem": f"{where}: no label"})
+    unlabelled.append(where)
 
 
-def discover(root, *, splits_dir=None, list_file=None) -> Dataset:
-    """Scan ``root`` for labelled videos and splits (see the module docstring for the layouts)."""
+def _video_lines(path: Path, out: ListFile) -> list:
+    unlabelled: list[str] = []
+    for n, line in read_lines(path):
+        where, tokens = f"{path.name} line {n}", line.split()
+        if len(tokens) == 1:
+            _no_label(out, where, tokens[0], unlabelled)
+            continue
+        if len(tokens) >= 3 and _INT.fullmatch(tokens[-2]) and _INT.fullmatch(tokens[-1]):
+            raise DatasetError(f"{path}:{n}: several labels in {line!r}: multi-label lists are not supported "
+                               f"(the store and training hold one label per video)")
+        p, label = line.rsplit(maxsplit=1)
+        _add(out, where, p, label, exact=True)
+    return unlabelled
+
+
+def _rawframe_lines(path: Path, out: ListFile) -> list:
+    unlabelled: list[str] = []
+    for n, line in read_lines(path):
+        where, tokens = f"{path.name} line {n}", line.split()
+        if len(tokens) == 2 and _INT.fullmatch(tokens[1]):
+            _no_label(out, where, tokens[0], unlabelled)
+            continue
+        if len(tokens) < 3:
+            out.problems.append({"id": tokens[0], "problem": f"{where}: expected '<frame dir> <num frames> <label>', "
+                                 f"got {line!r}"})
+            continue
+        if len(tokens) >= 4 and all(_INT.fullmatch(t) for t in tokens[-3:]):
+            raise DatasetError(f"{path}:{n}: several labels in {line!r}: multi-label lists are not supported "
+                               f"(the store and training hold one label per video)")
+        p, frames, label = line.rsplit(maxsplit=2)
+        if not frames.isdigit():
+            out.problems.append({"id": p, "problem": f"{where}: the frame count {frames!r} is not a whole number"})
+            continue
+        _add(out, where, p, label, exact=False, num_frames=int(frames))
+    return unlabelled
+
+
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+def _kinetics_csv(path: Path, out: ListFile) -> list:
+    reader = csv.reader(io.StringIO(read_text(path)))
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in KINETICS_COLUMNS[1:] if c not in header]
+    if missing:
+        raise DatasetError(f"{path}:1: not a Kinetics CSV: the header must name the columns "
+                           f"label,youtube_id,time_start,time_end[,split] (missing: {', '.join(missing)})")
+    if "label" not in header:
+        raise DatasetError(f"{path}:1: no label column: unlabelled lists (such as Kinetics' test set) are not "
+                           "supported; flowprep needs a label per video")
+    col = {c: header.index(c) for c in KINETICS_COLUMNS}
+    unlabelled: list[str] = []
+    for row in reader:
+        n, where = reader.line_num, f"{path.name} line {reader.line_num}"
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            out.problems.append({"id": f"{path.name} line {n}", "problem": f"{where}: {len(row)} fields, the header "
+                                 f"has {len(header)}"})
+            continue
+        label, yid = row[col["label"]].strip(), row[col["youtube_id"]].strip()
+        try:
+            start, end = (_whole(row[col[c]]) for c in ("time_start", "time_end"))
+        except ValueError as e:
+            out.problems.append({"id": yid or where, "problem": f"{where}: {e}"})
+            continue
+        clip = f"{yid}_{start:06d}_{end:06d}"
+        if not label:
+            _no_label(out, where, clip, unlabelled)
+        elif not yid or "/" in yid or "\\" in yid:
+            out.problems.append({"id": clip, "problem": f"{where}: youtube_id {yid!r} is not a file name"})
+        else:
+            out.entries.append(ListEntry(clip, label, where, exact=False))
+    return unlabelled
+
+
+def _whole(text: str) -> int:
+    try:
+        x = float(text)
+    except ValueError:
+        raise ValueError(f"time {text.strip()!r} is not a number") from None
+    if x != int(x) or x < 0:
+        raise ValueError(f"time {text.strip()!r} is not a whole number of seconds")
+    return int(x)
+
+
+def _ssv2_json(path: Path, out: ListFile) -> list:
+    try:
+        data = json.loads(read_text(path))
+    except ValueError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DatasetError(f"{path}: not a Something-Something v2 list: expected a JSON array of "
+                           '{"id", "label", "template", "placeholders"} records')
+    unlabelled: list[str] = []
+    for n, rec in enumerate(data, 1):
+        where, vid = f"{path.name} record {n}", str(rec.get("id", "")).strip()
+        if not vid:
+            out.problems.append({"id": where, "problem": f"{where}: no id"})
+        elif not isinstance(rec.get("template"), str) or not rec["template"].strip():
+            _no_label(out, where, vid, unlabelled)
+        else:
+            _add(out, where, vid, rec["template"].replace("[", "").replace("]", "").strip(), exact=False)
+    return unlabelled
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+def assign_labels(entries: list[ListEntry], classes: list[str] | None = None, classes_name: str = "") \
+        -> tuple[dict[int, int], list[str] | None, list[dict]]:
+    """Check the labels of list entries and turn them into 0-based class indices.
+
+    Args:
+        entries: the entries of every list of the dataset (labels are checked across all of them).
+        classes: class names in label order, or None to infer them.
+        classes_name: the file ``classes`` came from, for messages.
+
+    Returns:
+        ``({entry position: label}, classes, problems)``. ``classes`` is None when the labels are integers without
+        ``classes`` (name them with :func:`name_integer_classes` once the videos are known). An entry with a bad
+        label is left out and named in ``problems`` with its file and line: an integer outside the classes, a
+        name not among them, a negative label, an integer among name labels or the other way round (without
+        ``classes``), or an integer past a gap (without ``classes`` the labels must run 0..N-1).
+    """
+    labels: dict[int, int] = {}
+    problems: list[dict] = []
+
+    def bad(i: int, why: str) -> None:
+        e = entries[i]
+        problems.append({"id": e.path, "problem": f"{e.where}: label {e.label!r}: {why}"})
+
+    if classes is not None:
+        index = {c: k for k, c in enumerate(classes)}
+        for i, e in enumerate(entries):
+            if isinstance(e.label, int):
+                if 0 <= e.label < len(classes):
+                    labels[i] = e.label
+                else:
+                    bad(i, f"outside 0..{len(classes) - 1}, the {len(classes)} classes of {classes_name} "
+                        "(list labels are 0-based)")
+            elif e.label in index:
+                labels[i] = index[e.label]
+            else:
+                bad(i, f"not a class of {classes_name}")
+        return labels, classes, problems
+    kinds = [isinstance(e.label, int) for e in entries]
+    if not entries:
+        return labels, [], problems
+    first = entries[0]
+    for i, e in enumerate(entries):
+        if kinds[i] != kinds[0]:
+            bad(i, f"{'an integer' if kinds[i] else 'a class name'} among {'integer' if kinds[0] else 'class-name'} "
+                f"labels (the first: {first.label!r}, {first.where}); use one kind, or give the classes in order "
+                "with --classes FILE")
+    if not kinds[0]:
+        names = sorted({e.label for i, e in enumerate(entries) if not kinds[i]})
+        index = {c: k for k, c in enumerate(names)}
+        labels = {i: index[e.label] for i, e in enumerate(entries) if not kinds[i]}
+        return labels, names, problems
+    used = {e.label for i, e in enumerate(entries) if kinds[i] and e.label >= 0}
+    n = 0
+    while n in used:
+        n += 1
+    for i, e in enumerate(entries):
+        if not kinds[i]:
+            continue
+        if e.label < 0:
+            bad(i, "negative; labels are 0-based class indices")
+        elif e.label >= n:
+            bad(i, f"outside 0..{n - 1}: no entry has label {n}, and without --classes FILE the labels must run "
+                "0..N-1 (give the class names in order with --classes if a class has no video)")
+        else:
+            labels[i] = e.label
+    return labels, None, problems
+
+
+def name_integer_classes(videos: list[tuple[str, int]], n: int) -> list[str]:
+    """Names for integer classes 0..n-1: the folder that holds all of a class's videos, when no other class's
+    videos are in it; else the number itself."""
+    folders: dict[int, set] = {}
+    for vid, label in videos:
+        folders.setdefault(label, set()).add(posixpath.dirname(vid))
+    names = [next(iter(folders[k])) if len(folders.get(k, ())) == 1 else "" for k in range(n)]
+    out = [c if c and names.count(c) == 1 else str(k) for k, c in enumerate(names)]
+    return out if len(set(out)) == len(out) else [str(k) for k in range(n)]
+
+
+# --- finding list entries on disk --------------------------------------------------------------------
+
+class VideoFinder:
+    """The default ``resolve`` of :func:`dataset_from_lists`: the video file of a list entry, as an id.
+
+    An exact entry must be a file at its path under ``root``. Any other (a Kinetics clip, an SSv2 id, a rawframe
+    list's frame folder) is a file with any extension: at its path, else by its name anywhere under ``root``
+    (one walk, on first use); among several, the one in a folder named after its class (spaces or underscores),
+    then a ``.webm``, is taken, and more than one left is a problem.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self._by_path: dict[str, list[str]] | None = None
+        self._by_name: dict[str, list[str]] = {}
+
+    def _index(self) -> None:
+        self._by_path = {}
+        for d, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(x for x in dirs if not x.startswith(".") and is_utf8(x))
+            for f in sorted(files):
+                if f.startswith(".") or not is_utf8(f):
+                    continue
+                rel = _rel(Path(d) / f, self.root)
+                stem = posixpath.splitext(rel)[0]
+                self._by_path.setdefault(stem, []).append(rel)
+                self._by_name.setdefault(posixpath.basename(stem), []).append(rel)
+
+    def __call__(self, entry: ListEntry, class_name: str) -> str:
+        """The id of ``entry``'s video; raises LookupError saying why there is none."""
+        if entry.exact:
+            if (self.root / entry.path).is_file():
+                return entry.path
+            raise LookupError(f"no such file under {self.root}")
+        if (self.root / entry.path).is_file():
+            return entry.path
+        if self._by_path is None:
+            self._index()
+        found = self._by_path.get(entry.path) or self._by_name.get(posixpath.basename(entry.path), [])
+        if len(found) > 1:
+            folders = {class_name, class_name.replace(" ", "_")}
+            found = [f for f in found if posixpath.basename(posixpath.dirname(f)) in folders] or found
+        if len(found) > 1:
+            found = [f for f in found if f.endswith(".webm")] or found
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise LookupError(f"several files could be it: {', '.join(found[:4])}")
+        raise LookupError(f"no file {entry.path}.* under {self.root}")
+
+
+class _SplitSides:
+    """The subsets of one split, with duplicate entries and videos on two sides found and reported."""
+
+    def __init__(self, split: int, problems: list[dict]):
+        self.split, self.problems = split, problems
+        self.first: dict[str, tuple[str, str]] = {}  # id -> (subset, where)
+        self.sides: dict[str, list[str]] = {}
+        self.both: set[str] = set()
+
+    def add(self, vid: str, subset: str, where: str, list_name: str) -> bool:
+        """Put ``vid`` in ``subset``; False (and a problem) when it was listed before."""
+        if vid not in self.first:
+            self.first[vid] = (subset, where)
+            self.sides.setdefault(subset, []).append(vid)
+            return True
+        first_subset, first_where = self.first[vid]
+        if first_subset == subset:
+            self.problems.append({"id": _duplicate_id(vid, list_name), "problem": f"{where}: duplicate entry in "
+                                  f"{list_name} (first at {first_where}); the first is used"})
+        elif vid not in self.both:
+            self.both.add(vid)
+            self.problems.append({"id": _entry_id(vid, f"{first_subset} and {subset} of split {self.split}"),
+                                  "problem": f"{where}: listed as {subset}, but as {first_subset} at {first_where}: "
+                                  f"a video on both sides of split {self.split} is left out of both"})
+        return False
+
+    def result(self) -> dict[str, list[str]]:
+        """``{"train": ids, "test": ids}`` without the videos on both sides."""
+        return {s: [v for v in self.sides.get(s, []) if v not in self.both] for s in ("train", "test")}
+
+
+def dataset_from_lists(root, lists: dict[str, ListFile], *, classes: list[str] | None = None, classes_name: str = "",
+                       resolve: Callable[[ListEntry, str], str] | None = None) -> Dataset:
+    """A dataset from parsed list files.
+
+    Args:
+        root: the dataset root.
+        lists: ``{"all": list}`` (split 1 made as for class folders) or ``{"train"/"val"/"test": list}`` (used as
+            they are; without ``test``, ``val`` is the split's test set; with both it is kept as ``val``).
+        classes, classes_name: class names in label order and the file they came from (see :func:`assign_labels`).
+        resolve: ``resolve(entry, class_name) -> id`` of the entry's item, raising LookupError (the reason) when
+            there is none; default :class:`VideoFinder` ``(root)``. The rawframes importer passes its own.
+
+    Returns:
+        The :class:`Dataset`; each entry left out is in ``problems``, named with its file and line.
+    """
     root = Path(root)
+    resolve = resolve or VideoFinder(root)
+    problems = [p for lf in lists.values() for p in lf.problems]
+    sides = _SplitSides(1, problems)
+    kept: list[tuple[str, ListEntry, str]] = []  # (subset, entry, list name), first entries only
+    for subset, lf in lists.items():
+        for e in lf.entries:
+            if sides.add(e.path, subset, e.where, lf.path.name):
+                kept.append((subset, e, lf.path.name))
+    entries = [e for _, e, _ in kept]
+    labels, classes, label_problems = assign_labels(entries, classes, classes_name)
+    problems += label_problems
+    index = {c: k for k, c in enumerate(classes or [])}
+    found: list[tuple[str, str, int, bool]] = []  # (subset, id, label, whether it is in no split: on two sides)
+    by_id: dict[str, str] = {}
+    for i, (subset, e, list_name) in enumerate(kept):
+        if i not in labels:
+            continue
+        name = classes[labels[i]] if classes else str(labels[i])
+        try:
+            vid = resolve(e, name)
+        except LookupError as err:
+            problems.append({"id": e.path, "problem": f"{e.where}: {err}"})
+            continue
+        if vid in by_id:
+            problems.append({"id": _duplicate_id(vid, list_name), "problem": f"{e.where}: the same video as "
+                             f"{by_id[vid]} ({vid}); the first is used"})
+            continue
+        folder = vid.split("/")[0] if "/" in vid else None
+        if classes and folder in index and index[folder] != labels[i]:
+            problems.append({"id": vid, "problem": f"{e.where}: label {e.label!r} is class {name!r}, but the video "
+                             f"is in the folder of class {folder!r}; fix the label or the classes"})
+            continue
+        by_id[vid] = e.where
+        found.append((subset, vid, labels[i], e.path in sides.both))
+    if classes is None:
+        classes = name_integer_classes([(v, lab) for _, v, lab, _ in found], max(labels.values(), default=-1) + 1)
+    videos = [VideoEntry(vid, lab, classes[lab]) for _, vid, lab, _ in found]
+    if "all" in lists:
+        splits = _auto_split(videos)
+    else:
+        split = {s: [vid for subset, vid, _, both in found if subset == s and not both] for s in SUBSETS}
+        if "test" not in lists:
+            split["test"] = split.pop("val")
+        elif "val" not in lists:
+            del split["val"]
+        splits = {1: split}
+    return Dataset(root, classes, videos, splits, problems, "list" if "all" in lists else "lists")
+
+
+def _auto_split(videos: list[VideoEntry]) -> dict:
+    train, test, seen = [], [], {}
+    for v in videos:
+        k = seen[v.label] = seen.get(v.label, -1) + 1
+        (test if k % 4 == 3 else train).append(v.id)
+    return {1: {"train": train, "test": test}}
+
+
+# --- discovery ---------------------------------------------------------------------------------------
+
+def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list_file=None) -> Dataset:
+    """Find the labelled videos and splits under ``root`` (see the module docstring for the layouts).
+
+    Args:
+        root: the dataset root.
+        source: list files or a split folder to use (default: class folders and split files under ``root``).
+        splits_dir, list_file: shorthands for ``DatasetSource(splits_dir=..., list_file=...)``.
+
+    Raises:
+        DatasetError: the root or a list, split or class file cannot be used at all (the message names it).
+    """
+    root = Path(root)
+    source = source or DatasetSource(splits_dir=splits_dir, list_file=list_file)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root is not a directory")
-    if list_file is not None:
-        return _from_list_file(root, Path(list_file))
-    split_dir, kind = _find_split_dir(root, splits_dir)
+    if source.lists:
+        return _from_lists(root, source)
+    split_dir, kind = _find_split_dir(root, source.splits_dir)
     folders = _class_folders(root, {split_dir.resolve()} if split_dir else set())
     if kind == "ucf101":
         return _ucf101(root, split_dir, folders)
@@ -128,12 +730,38 @@ def discover(root, *, splits_dir=None, list_file=None) -> Dataset:
     return Dataset(root, classes, videos, _auto_split(videos), problems, "auto")
 
 
-def _auto_split(videos: list[VideoEntry]) -> dict:
-    train, test, seen = [], [], {}
-    for v in videos:
-        k = seen[v.label] = seen.get(v.label, -1) + 1
-        (test if k % 4 == 3 else train).append(v.id)
-    return {1: {"train": train, "test": test}}
+def _from_lists(root: Path, source: DatasetSource) -> Dataset:
+    for name, path in source.lists.items():
+        if not path.is_file():
+            raise DatasetError(f"{path}: list file not found ({'--list' if name == 'all' else f'--{name}-list'})")
+    lists = {name: read_list(path, source.list_format) for name, path in source.lists.items()}
+    classes_file = source.classes_file
+    if classes_file is None and all(lf.format == "ssv2" for lf in lists.values()):
+        beside = [lf.path.parent / n for lf in lists.values() for n in SSV2_LABEL_FILES]
+        classes_file = next((p for p in beside if p.is_file()), None)
+    classes = read_class_index(classes_file) if classes_file else None
+    name = Path(classes_file).name if classes_file else ""
+    return dataset_from_lists(root, lists, classes=classes, classes_name=name)
+
+
+def _find_split_dir(root: Path, splits_dir) -> tuple[Path | None, str]:
+    candidates = [Path(splits_dir)] if splits_dir else [root / n for n in SPLIT_DIR_NAMES]
+    for d in candidates:
+        if (d / "classInd.txt").is_file():
+            return d, "ucf101"
+        if d.is_dir() and any(d.glob("*_test_split[0-9]*.txt")):
+            return d, "hmdb51"
+    if splits_dir:
+        raise DatasetError(f"{splits_dir}: no classInd.txt (UCF101) or *_test_splitN.txt (HMDB51) split files there")
+    return None, "auto"
+
+
+def _class_folders(root: Path, exclude: set[Path]) -> dict[str, list[Path]]:
+    out = {}
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and d.resolve() not in exclude:
+            out[d.name] = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    return out
 
 
 def _label_folders(root: Path, folders: dict, label_of: dict, problems: list, why: str) -> list[VideoEntry]:
@@ -151,39 +779,41 @@ def _label_folders(root: Path, folders: dict, label_of: dict, problems: list, wh
 
 
 def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
-    classes, problems = [], []
-    for line in _read_lines(split_dir / "classInd.txt"):
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise DatasetError(f"{split_dir / 'classInd.txt'}: expected '<index> <class>' lines, got {line!r}")
-        classes.append(parts[1])
+    classes = read_class_index(split_dir / "classInd.txt")
     label_of = {c: i for i, c in enumerate(classes)}
+    problems: list[dict] = []
     videos = _label_folders(root, folders, label_of, problems, "not in classInd.txt")
     known = {v.id for v in videos}
-    splits: dict[int, dict[str, list[str]]] = {}
-    for f in sorted(split_dir.glob("*list[0-9]*.txt")):
-        m = re.fullmatch(r"(train|test)list0*(\d+)\.txt", f.name)
-        if not m:
-            continue
-        subset, n = m.group(1), int(m.group(2))
-        ids = splits.setdefault(n, {"train": [], "test": []})[subset]
-        seen = set()
-        for line in _read_lines(f):
-            vid = line.rsplit(maxsplit=1)[0] if subset == "train" and re.search(r"\s\d+$", line) else line
-            vid = vid.replace("\\", "/")
-            where = f"{f.name}"
-            if vid in seen:
-                problems.append({"id": _duplicate_id(vid, f.name),
-                                 "problem": f"duplicate entry in {where}; the first is used"})
-            elif vid.split("/")[0] not in label_of:
-                problems.append({"id": vid, "problem": f"unknown class {vid.split('/')[0]!r} in {where}"})
+    sides: dict[int, _SplitSides] = {}
+    found = (re.fullmatch(r"(train|test)list0*(\d+)\.txt", f.name) for f in split_dir.glob("*list[0-9]*.txt"))
+    for m in sorted((m for m in found if m), key=lambda m: (int(m.group(2)), m.group(1) == "test")):
+        f, subset, n = split_dir / m.group(0), m.group(1), int(m.group(2))
+        split = sides.setdefault(n, _SplitSides(n, problems))
+        for lineno, line in read_lines(f):
+            where = f"{f.name} line {lineno}"
+            vid, label = line, None
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) == 2 and _INT.fullmatch(parts[1]) and not (root / line).is_file():
+                vid, label = parts[0], int(parts[1])
+            try:
+                vid = normalize_path(vid)
+            except ValueError as e:
+                problems.append({"id": vid, "problem": f"{where}: {e}"})
+                continue
+            c = vid.split("/")[0]
+            if c not in label_of:
+                problems.append({"id": vid, "problem": f"{where}: unknown class {c!r} (not in classInd.txt)"})
             elif vid not in known:
-                problems.append({"id": vid, "problem": f"listed in {where} but no such file under {root}"})
+                problems.append({"id": vid, "problem": f"{where}: listed in {f.name} but no such file under {root}"})
+            elif label is not None and label != label_of[c] + 1:
+                said = (f"class {classes[label - 1]!r} in classInd.txt" if 1 <= label <= len(classes)
+                        else f"outside 1..{len(classes)} of classInd.txt")
+                problems.append({"id": _entry_id(vid, where), "problem": f"{where}: label {label} is {said}, but the "
+                                 f"video is in the folder of class {c!r} ({label_of[c] + 1}); it is left out of "
+                                 f"split {n}"})
             else:
-                ids.append(vid)
-            seen.add(vid)
-    if not splits:
-        splits = _auto_split(videos)
+                split.add(vid, subset, where, f.name)
+    splits = {n: s.result() for n, s in sorted(sides.items())} or _auto_split(videos)
     return Dataset(root, classes, videos, splits, problems, "ucf101")
 
 
@@ -194,57 +824,25 @@ def _hmdb51(root: Path, split_dir: Path, folders: dict) -> Dataset:
     problems: list[dict] = []
     videos = _label_folders(root, folders, label_of, problems, "it has no <class>_test_splitN.txt")
     known = {v.id for v in videos}
-    splits: dict[int, dict[str, list[str]]] = {}
+    sides: dict[int, _SplitSides] = {}
     for f in split_files:
         m = re.fullmatch(r"(.+)_test_split(\d+)\.txt", f.name)
         c, n = m.group(1), int(m.group(2))
-        split = splits.setdefault(n, {"train": [], "test": []})
-        seen = set()
-        for line in _read_lines(f):
+        split = sides.setdefault(n, _SplitSides(n, problems))
+        for lineno, line in read_lines(f):
+            where = f"{f.name} line {lineno}"
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise DatasetError(f"{f}: expected '<video> 0|1|2' lines, got {line!r}")
-            vid = f"{c}/{parts[0]}"
-            if vid in seen:
-                problems.append({"id": _duplicate_id(vid, f.name),
-                                 "problem": f"duplicate entry in {f.name}; the first is used"})
-            elif vid not in known:
-                problems.append({"id": vid, "problem": f"listed in {f.name} but no such file under {root}"})
-            elif parts[1] != "0":
-                split["train" if parts[1] == "1" else "test"].append(vid)
-            seen.add(vid)
-    return Dataset(root, classes, videos, splits, problems, "hmdb51")
-
-
-def _from_list_file(root: Path, list_file: Path) -> Dataset:
-    if not list_file.is_file():
-        raise DatasetError(f"{list_file}: list file not found")
-    rows, problems, seen = [], [], set()
-    for lineno, line in enumerate(_read_lines(list_file), 1):
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DatasetError(f"{list_file}:{lineno}: expected '<relative/path> <label>', got {line!r}")
-        vid, label = parts[0].replace("\\", "/"), parts[1]
-        if vid in seen:
-            problems.append({"id": _duplicate_id(vid, list_file.name),
-                             "problem": f"duplicate entry ({list_file.name} line {lineno}); the first is used"})
-        elif vid.startswith("/") or ".." in vid.split("/"):
-            problems.append({"id": vid, "problem": f"{list_file.name} line {lineno}: the path leads outside the "
-                             f"dataset root {root}; give paths relative to it"})
-        elif not (root / vid).exists():
-            problems.append({"id": vid, "problem": f"listed in {list_file.name} line {lineno} but no such file under {root}"})
-        else:
-            rows.append((vid, label))
-        seen.add(vid)
-    if all(label.isdigit() for _, label in rows):
-        n = max((int(label) for _, label in rows), default=-1) + 1
-        # Name each integer class by its folder when all its videos share one, else by the number.
-        folders: dict[int, set] = {}
-        for vid, label in rows:
-            folders.setdefault(int(label), set()).add(os.path.dirname(vid) or str(label))
-        classes = [next(iter(folders[k])) if len(folders.get(k, ())) == 1 else str(k) for k in range(n)]
-        videos = [VideoEntry(vid, int(label), classes[int(label)]) for vid, label in rows]
-    else:
-        classes = sorted({label for _, label in rows})
-        videos = [VideoEntry(vid, classes.index(label), label) for vid, label in rows]
-    return Dataset(root, classes, videos, _auto_split(videos), problems, "list")
+                problems.append({"id": f"{c}/{parts[0]} ({where})", "problem": f"{where}: expected "
+                                 f"'<video> 0|1|2' (unused, train, test), got {line!r}"})
+                continue
+            try:
+                vid = normalize_path(f"{c}/{parts[0]}")
+            except ValueError as e:
+                problems.append({"id": f"{c}/{parts[0]}", "problem": f"{where}: {e}"})
+                continue
+            if vid not in known:
+                problems.append({"id": vid, "problem": f"{where}: listed in {f.name} but no such file under {root}"})
+            else:
+                split.add(vid, {"0": "unused", "1": "train", "2": "test"}[parts[1]], where, f.name)
+    return Dataset(root, classes, videos, {n: s.result() for n, s in sorted(sides.items())}, problems, "hmdb51")

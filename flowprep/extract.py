@@ -19,7 +19,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from . import __version__
-from .dataset import Dataset, VideoEntry, discover
+from .dataset import Dataset, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError, read_video
 from .flow import RUNTIME_PARAMS, get_method, resolve_params, video_flow
 from .quantize import MAPPINGS, quantize
@@ -247,8 +247,8 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
 
 
 def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | None = None, threads: int = 1,
-                    splits_dir=None, list_file=None, progress: bool = True, log=print, dask=None,
-                    pipeline=None) -> Summary:
+                    splits_dir=None, list_file=None, source: DatasetSource | None = None, progress: bool = True,
+                    log=print, dask=None, pipeline=None) -> Summary:
     """Extract every video of the dataset at ``root`` into the store ``store_dir``.
 
     Args:
@@ -258,6 +258,8 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         jobs: joblib worker processes (default -1: one per core). Not with ``dask``.
         threads: OpenCV threads inside each worker (or each dask task).
         splits_dir, list_file: where the splits or the list of videos are, if not in the usual places.
+        source: the list files (one per subset, in any format of :func:`flowprep.dataset.read_list`), split folder
+            and class file to use instead; it replaces ``splits_dir`` and ``list_file``.
         progress: show a progress bar (videos, frame pairs/s, ETA).
         log: called with one line per failure.
         dask: run the videos on a ``dask.distributed`` cluster instead of local processes: the scheduler's
@@ -293,7 +295,7 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
     elif pipeline is not None:
         raise ValueError("the batched pipeline runs on this machine's device; it does not combine with dask")
     root, store_dir = Path(root), Path(store_dir)
-    ds = discover(root, splits_dir=splits_dir, list_file=list_file)
+    ds = discover(root, source or DatasetSource(splits_dir=splits_dir, list_file=list_file))
     with ExitStack() as cleanup:
         client = None
         if dask is not None:  # connected and checked before the store is touched: a bad cluster leaves nothing

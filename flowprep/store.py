@@ -424,14 +424,17 @@ class Store:
         return {int(k): v for k, v in self.manifest["splits"].items()}
 
     def video_ids(self, split: int | None = None, subset: str | None = None) -> list[str]:
-        """Ids of the finished videos, optionally those of ``subset`` ('train'/'test') of split ``split``."""
+        """Ids of the finished videos, optionally those of ``subset`` ('train'/'test', or 'val') of split ``split``."""
         if split is None:
             ids = list(self._entries)
         else:
             if split not in self.splits:
                 raise StoreError(f"{self.root}: no split {split}; the store has splits {sorted(self.splits)}")
-            if subset not in ("train", "test"):
-                raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
+            if subset not in ("train", "val", "test"):
+                raise ValueError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
+            if subset not in self.splits[split]:  # 'val' only where a store was made from a val and a test list
+                raise StoreError(f"{self.root}: split {split} has no {subset} subset, only "
+                                 f"{', '.join(sorted(self.splits[split]))}")
             ids = self.splits[split][subset]
         return [v for v in ids if video_path(self.root, v).is_file()]
 

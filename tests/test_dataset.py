@@ -63,8 +63,9 @@ def test_hmdb51_layout(tmp_path):
     assert ds.splits[1] == {"train": ["jump/j1.avi", "run/r1.avi"], "test": ["jump/j2.avi", "run/r2.avi"]}
     assert ds.splits[2] == {"train": ["jump/j2.avi", "jump/j3.avi", "run/r2.avi"],
                             "test": ["jump/j1.avi", "run/r1.avi"]}
-    kinds = sorted(p["problem"].split()[0] for p in ds.problems)
-    assert kinds == ["duplicate", "listed"]
+    assert sorted(p["problem"] for p in ds.problems) == [
+        "jump_test_split1.txt line 4: duplicate entry in jump_test_split1.txt (first at jump_test_split1.txt line 1); "
+        "the first is used", f"run_test_split1.txt line 3: listed in run_test_split1.txt but no such file under {root}"]
     with pytest.raises(DatasetError, match="no classInd.txt"):
         discover(root, splits_dir=tmp_path / "elsewhere")
 
@@ -76,12 +77,14 @@ def test_list_file(tmp_path):
     ds = discover(root, list_file=root / "videos.txt")
     assert ds.split_source == "list" and ds.classes == ["x", "y"]  # integer labels named by their folder
     assert [(v.id, v.label) for v in ds.videos] == [("x/one.mp4", 0), ("x/two one.mp4", 0), ("y/three.mkv", 1)]
-    assert sorted(p["problem"].split()[0] for p in ds.problems) == ["duplicate", "listed"]
+    assert sorted(p["problem"] for p in ds.problems) == [
+        f"videos.txt line 4: no such file under {root}",
+        "videos.txt line 5: duplicate entry in videos.txt (first at videos.txt line 1); the first is used"]
     (root / "named.txt").write_text("y/three.mkv walk\nx/one.mp4 run\n")
     ds = discover(root, list_file=root / "named.txt")
     assert ds.classes == ["run", "walk"] and [v.label for v in ds.videos] == [1, 0]
     (root / "bad.txt").write_text("justonefield\n")
-    with pytest.raises(DatasetError, match="bad.txt:1: expected"):
+    with pytest.raises(DatasetError, match="bad.txt: no label on any line"):
         discover(root, list_file=root / "bad.txt")
 
 
