@@ -26,8 +26,10 @@ do not stop discovery: they are returned in ``Dataset.problems``, each naming th
 by the extraction, which then exits non-zero. A file that cannot be used at all (not UTF-8, a class index
 that is not 1..N, a multi-label or unlabelled list) raises :class:`DatasetError` naming the file and line.
 
-The rawframes importer reuses the same pieces: :func:`read_list`, :func:`read_class_index` and
-:func:`dataset_from_lists` with its own ``resolve``.
+Videos may also be folders of frames (``discover(..., frame_folders="nested"|"flat")``, for the rawframes
+importer): split and list entries then name folders. The pieces are public for other readers of these files:
+:func:`read_list`, :func:`read_class_index`, :func:`assign_labels` and :func:`dataset_from_lists` with a
+``resolve`` of one's own (:class:`VideoFinder`, :class:`FrameFolderFinder`).
 """
 from __future__ import annotations
 
@@ -699,13 +701,30 @@ def _auto_split(videos: list[VideoEntry]) -> dict:
 
 # --- discovery ---------------------------------------------------------------------------------------
 
-def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list_file=None) -> Dataset:
+FRAME_FOLDERS = ("nested", "flat")
+# Extensions a split-file entry may carry that its frame folder does not (``v_X.avi`` -> ``v_X``).
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
+
+
+def strip_video_extension(name: str) -> str:
+    """``name`` without a video file extension (``Class/v_X.avi`` -> ``Class/v_X``); other names as they are."""
+    stem, ext = posixpath.splitext(name)
+    return stem if ext.lower() in VIDEO_EXTENSIONS else name
+
+
+def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list_file=None,
+             frame_folders: str | None = None) -> Dataset:
     """Find the labelled videos and splits under ``root`` (see the module docstring for the layouts).
 
     Args:
         root: the dataset root.
         source: list files or a split folder to use (default: class folders and split files under ``root``).
         splits_dir, list_file: shorthands for ``DatasetSource(splits_dir=..., list_file=...)``.
+        frame_folders: None (videos are files), or the videos are folders of frames (``flowprep import-frames``):
+            ``"nested"`` ``ROOT/<class>/<video>/`` or ``"flat"`` ``ROOT/<video>/`` (TSN's layout). A split-file
+            entry ``Class/v_X.avi`` then names the folder ``Class/v_X`` (nested) or ``v_X`` (flat, whose class
+            comes from the entry: its folder part in UCF101 files, the file name in HMDB51 files); a list entry
+            names its folder likewise (see :class:`FrameFolderFinder`).
 
     Raises:
         DatasetError: the root or a list, split or class file cannot be used at all (the message names it).
@@ -714,14 +733,21 @@ def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list
     source = source or DatasetSource(splits_dir=splits_dir, list_file=list_file)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root is not a directory")
+    if frame_folders not in (None,) + FRAME_FOLDERS:
+        raise ValueError(f"frame_folders must be None, 'nested' or 'flat', got {frame_folders!r}")
     if source.lists:
-        return _from_lists(root, source)
+        return _from_lists(root, source, frame_folders)
     split_dir, kind = _find_split_dir(root, source.splits_dir)
-    folders = _class_folders(root, {split_dir.resolve()} if split_dir else set())
+    exclude = {split_dir.resolve()} if split_dir else set()
+    if frame_folders == "flat" and kind == "auto":
+        raise DatasetError(f"{root}: flat frame folders (ROOT/<video>/) carry no class; give UCF101 or HMDB51 split "
+                           "files (--splits) or list files (--list, --train-list, ...)")
+    key = _entry_key(frame_folders)
+    folders = None if frame_folders == "flat" else _class_folders(root, exclude, dirs=frame_folders is not None)
     if kind == "ucf101":
-        return _ucf101(root, split_dir, folders)
+        return _ucf101(root, split_dir, folders, key, exclude)
     if kind == "hmdb51":
-        return _hmdb51(root, split_dir, folders)
+        return _hmdb51(root, split_dir, folders, key, exclude)
     classes = [c for c, files in folders.items() if files and is_utf8(c)]
     if not classes:
         raise DatasetError(f"{root}: no class folders with files in them (expected ROOT/<class>/<video>)")
@@ -730,7 +756,7 @@ def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list
     return Dataset(root, classes, videos, _auto_split(videos), problems, "auto")
 
 
-def _from_lists(root: Path, source: DatasetSource) -> Dataset:
+def _from_lists(root: Path, source: DatasetSource, frame_folders: str | None = None) -> Dataset:
     for name, path in source.lists.items():
         if not path.is_file():
             raise DatasetError(f"{path}: list file not found ({'--list' if name == 'all' else f'--{name}-list'})")
@@ -741,7 +767,40 @@ def _from_lists(root: Path, source: DatasetSource) -> Dataset:
         classes_file = next((p for p in beside if p.is_file()), None)
     classes = read_class_index(classes_file) if classes_file else None
     name = Path(classes_file).name if classes_file else ""
-    return dataset_from_lists(root, lists, classes=classes, classes_name=name)
+    resolve = FrameFolderFinder(root, frame_folders) if frame_folders else None
+    return dataset_from_lists(root, lists, classes=classes, classes_name=name, resolve=resolve)
+
+
+class FrameFolderFinder:
+    """The ``resolve`` of :func:`dataset_from_lists` for frame folders: the folder of a list entry, as an id.
+
+    The entry's path without a video extension (``Class/v_X.avi`` and a rawframe list's ``Class/v_X`` both name
+    ``Class/v_X``; in a ``flat`` root only its last part), else for a clip name (Kinetics, SSv2) a folder of that
+    name at the root or in the class's folder (its name with spaces or underscores).
+    """
+
+    def __init__(self, root, frame_folders: str = "nested"):
+        self.root, self.flat = Path(root), frame_folders == "flat"
+
+    def __call__(self, entry: ListEntry, class_name: str) -> str:
+        """The id of ``entry``'s frame folder; raises LookupError saying why there is none."""
+        p = strip_video_extension(entry.path)
+        tries = [posixpath.basename(p) if self.flat else p]
+        if not entry.exact and not self.flat and "/" not in p:
+            tries += [f"{class_name}/{p}", f"{class_name.replace(' ', '_')}/{p}"]
+        for t in tries:
+            if (self.root / t).is_dir():
+                return t
+        raise LookupError(f"no frame folder {tries[0]} under {self.root}")
+
+
+def _entry_key(frame_folders: str | None) -> Callable[[str], str]:
+    """How a split-file entry (``Class/v_X.avi``) names a video: itself, or its frame folder."""
+    if frame_folders is None:
+        return lambda vid: vid
+    if frame_folders == "nested":
+        return strip_video_extension
+    return lambda vid: strip_video_extension(vid.rsplit("/", 1)[-1])
 
 
 def _find_split_dir(root: Path, splits_dir) -> tuple[Path | None, str]:
@@ -756,11 +815,25 @@ def _find_split_dir(root: Path, splits_dir) -> tuple[Path | None, str]:
     return None, "auto"
 
 
-def _class_folders(root: Path, exclude: set[Path]) -> dict[str, list[Path]]:
+def _class_folders(root: Path, exclude: set[Path], dirs: bool = False) -> dict[str, list[Path]]:
+    """{class: its videos}: the files in each class folder, or with ``dirs`` its subfolders (frame folders)."""
     out = {}
     for d in sorted(root.iterdir()):
         if d.is_dir() and not d.name.startswith(".") and d.resolve() not in exclude:
-            out[d.name] = sorted(p for p in d.iterdir() if not p.name.startswith(".") and not p.is_dir())
+            out[d.name] = sorted(p for p in d.iterdir() if not p.name.startswith(".") and p.is_dir() == dirs)
+    return out
+
+
+def _flat_folders(root: Path, exclude: set[Path], class_of: dict[str, str], problems: list) -> dict[str, list[Path]]:
+    """{class: frame folders} of a flat root, each folder's class from the split entries (``class_of``: {id: class})."""
+    out: dict[str, list[Path]] = {}
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith(".") or d.resolve() in exclude:
+            continue
+        if d.name in class_of:
+            out.setdefault(class_of[d.name], []).append(d)
+        else:
+            problems.append({"id": d.name, "problem": "frame folder named by no split file, so its class is unknown"})
     return out
 
 
@@ -778,29 +851,49 @@ def _label_folders(root: Path, folders: dict, label_of: dict, problems: list, wh
     return videos
 
 
-def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
+def _ucf101_lines(root: Path, split_dir: Path):
+    """``(split file, subset, split number, [(line number, entry, label or None)])`` per train/test list, split by
+    split with the train list first (so a video in both is reported on its test line)."""
+    found = (re.fullmatch(r"(train|test)list0*(\d+)\.txt", f.name) for f in split_dir.glob("*list[0-9]*.txt"))
+    for m in sorted((m for m in found if m), key=lambda m: (int(m.group(2)), m.group(1) == "test")):
+        f, rows = split_dir / m.group(0), []
+        for lineno, line in read_lines(f):
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) == 2 and _INT.fullmatch(parts[1]) and not (root / line).exists():
+                rows.append((lineno, parts[0], int(parts[1])))
+            else:
+                rows.append((lineno, line, None))
+        yield f, m.group(1), int(m.group(2)), rows
+
+
+def _ucf101(root: Path, split_dir: Path, folders: dict | None, key, exclude: set[Path]) -> Dataset:
     classes = read_class_index(split_dir / "classInd.txt")
     label_of = {c: i for i, c in enumerate(classes)}
     problems: list[dict] = []
+    lists = list(_ucf101_lines(root, split_dir))
+    if folders is None:  # flat frame folders: each one's class is the folder part of the entries naming it
+        class_of = {}
+        for *_, rows in lists:
+            for _, entry, _ in rows:
+                try:
+                    entry = normalize_path(entry)
+                except ValueError:
+                    continue
+                class_of.setdefault(key(entry), entry.split("/")[0])
+        folders = _flat_folders(root, exclude, class_of, problems)
     videos = _label_folders(root, folders, label_of, problems, "not in classInd.txt")
     known = {v.id for v in videos}
     sides: dict[int, _SplitSides] = {}
-    found = (re.fullmatch(r"(train|test)list0*(\d+)\.txt", f.name) for f in split_dir.glob("*list[0-9]*.txt"))
-    for m in sorted((m for m in found if m), key=lambda m: (int(m.group(2)), m.group(1) == "test")):
-        f, subset, n = split_dir / m.group(0), m.group(1), int(m.group(2))
+    for f, subset, n, rows in lists:
         split = sides.setdefault(n, _SplitSides(n, problems))
-        for lineno, line in read_lines(f):
+        for lineno, entry, label in rows:
             where = f"{f.name} line {lineno}"
-            vid, label = line, None
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) == 2 and _INT.fullmatch(parts[1]) and not (root / line).is_file():
-                vid, label = parts[0], int(parts[1])
             try:
-                vid = normalize_path(vid)
+                entry = normalize_path(entry)
             except ValueError as e:
-                problems.append({"id": vid, "problem": f"{where}: {e}"})
+                problems.append({"id": entry, "problem": f"{where}: {e}"})
                 continue
-            c = vid.split("/")[0]
+            vid, c = key(entry), entry.split("/")[0]
             if c not in label_of:
                 problems.append({"id": vid, "problem": f"{where}: unknown class {c!r} (not in classInd.txt)"})
             elif vid not in known:
@@ -817,19 +910,26 @@ def _ucf101(root: Path, split_dir: Path, folders: dict) -> Dataset:
     return Dataset(root, classes, videos, splits, problems, "ucf101")
 
 
-def _hmdb51(root: Path, split_dir: Path, folders: dict) -> Dataset:
+def _hmdb51(root: Path, split_dir: Path, folders: dict | None, key, exclude: set[Path]) -> Dataset:
     split_files = sorted(split_dir.glob("*_test_split[0-9]*.txt"))
-    classes = sorted({re.sub(r"_test_split\d+\.txt$", "", f.name) for f in split_files})
+    class_of_file = {f: re.sub(r"_test_split\d+\.txt$", "", f.name) for f in split_files}
+    classes = sorted(set(class_of_file.values()))
     label_of = {c: i for i, c in enumerate(classes)}
     problems: list[dict] = []
+    lists = [(f, read_lines(f)) for f in split_files]
+    if folders is None:  # flat frame folders: each one's class is that of the split file naming it
+        class_of: dict[str, str] = {}
+        for f, lines in lists:
+            for _, line in lines:
+                class_of.setdefault(key(line.rsplit(maxsplit=1)[0]), class_of_file[f])
+        folders = _flat_folders(root, exclude, class_of, problems)
     videos = _label_folders(root, folders, label_of, problems, "it has no <class>_test_splitN.txt")
     known = {v.id for v in videos}
     sides: dict[int, _SplitSides] = {}
-    for f in split_files:
-        m = re.fullmatch(r"(.+)_test_split(\d+)\.txt", f.name)
-        c, n = m.group(1), int(m.group(2))
+    for f, lines in lists:
+        c, n = class_of_file[f], int(re.fullmatch(r".+_test_split(\d+)\.txt", f.name).group(1))
         split = sides.setdefault(n, _SplitSides(n, problems))
-        for lineno, line in read_lines(f):
+        for lineno, line in lines:
             where = f"{f.name} line {lineno}"
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
@@ -837,7 +937,7 @@ def _hmdb51(root: Path, split_dir: Path, folders: dict) -> Dataset:
                                  f"'<video> 0|1|2' (unused, train, test), got {line!r}"})
                 continue
             try:
-                vid = normalize_path(f"{c}/{parts[0]}")
+                vid = key(normalize_path(f"{c}/{parts[0]}"))
             except ValueError as e:
                 problems.append({"id": f"{c}/{parts[0]}", "problem": f"{where}: {e}"})
                 continue

@@ -337,3 +337,21 @@ def test_extract_help_lists_the_list_options():
     for option in ("--train-list", "--val-list", "--test-list", "--list-format", "--classes", "kinetics", "ssv2",
                    "rawframes", "multi-label"):
         assert option in r.stdout
+
+
+def test_frame_folders_take_the_same_lists(tmp_path):
+    """The rawframes importer's view: videos are frame folders; split and list entries name them."""
+    root = tmp_path / "frames"
+    for d in ("A/v_A_g01_c01", "A/v_A_g02_c01", "B/v_B_g01_c01"):
+        (root / d).mkdir(parents=True)
+    ucf = _write(root / "ucfTrainTestlist" / "classInd.txt", "1 A\n2 B\n").parent
+    _write(ucf / "trainlist01.txt", "A/v_A_g01_c01.avi 1\nB/v_B_g01_c01.avi 1\n")
+    _write(ucf / "testlist01.txt", "A/v_A_g02_c01.avi\n")
+    ds = discover(root, frame_folders="nested")
+    assert [v.id for v in ds.videos] == ["A/v_A_g01_c01", "A/v_A_g02_c01", "B/v_B_g01_c01"]
+    assert ds.splits == {1: {"train": ["A/v_A_g01_c01"], "test": ["A/v_A_g02_c01"]}}
+    assert list(_problems(ds)) == ["B/v_B_g01_c01 (trainlist01.txt line 2)"]  # label 1 is A, the folder is B's
+    lst = _write(tmp_path / "train_rawframes.txt", "A/v_A_g01_c01 40 0\nB/v_B_g01_c01 30 1\nB/gone 3 1\n")
+    ds = discover(root, DatasetSource(train_list=lst), frame_folders="nested")
+    assert [(v.id, v.label) for v in ds.videos] == [("A/v_A_g01_c01", 0), ("B/v_B_g01_c01", 1)]
+    assert _problems(ds) == {"B/gone": f"train_rawframes.txt line 3: no frame folder B/gone under {root}"}
