@@ -37,7 +37,6 @@ import warnings
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 
 from flowprep.dataset import discover
@@ -45,7 +44,7 @@ from flowprep.decode import DecodeConfig, read_video
 from flowprep.extract import ExtractConfig, prepare_store
 from flowprep.flow import resolve_params
 from flowprep.quantize import quantize
-from flowprep.store import FLOW_FORMATS, Store, video_path, write_video
+from flowprep.store import FLOW_FORMATS, Store, open_h5, video_path, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +130,7 @@ def stored_bytes(store: Path) -> tuple[float, float]:
     """Mean bytes per RGB frame and per flow frame (x and y together) over a store's video files."""
     rgb = flow = frames = pairs = 0
     for p in (store / "videos").rglob("*.h5"):
-        with h5py.File(p, "r") as f:
+        with open_h5(p) as f:
             for name, d in f.items():
                 n = sum(len(x) for x in d[:]) if d.dtype == object else d.id.get_storage_size()
                 if name == "rgb":
@@ -148,7 +147,7 @@ def same_stores(a: Path, b: Path) -> bool:
     def digests(store):
         out = {}
         for p in sorted((store / "videos").rglob("*.h5")):
-            with h5py.File(p, "r") as f:
+            with open_h5(p) as f:
                 out[p.relative_to(store).as_posix()] = f.attrs.get("sha256")
         return out
     da, db = digests(a), digests(b)

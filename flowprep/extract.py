@@ -13,6 +13,7 @@ import traceback
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -23,7 +24,7 @@ from .dataset import Dataset, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError, read_video
 from .flow import RUNTIME_PARAMS, get_method, resolve_params, video_flow
 from .quantize import MAPPINGS, quantize
-from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, failure_path, read_json, video_path,
+from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, failure_path, open_h5, read_json, video_path,
                     write_json_atomic, write_video)
 
 
@@ -207,8 +208,6 @@ def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
 
 def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult]) -> dict:
     """Rewrite ``index.json`` (per-video frames, size, bytes) from the finished videos on disk."""
-    import h5py
-
     old = read_json(store_dir / "index.json") if (store_dir / "index.json").is_file() else {}
     index = {}
     for v in ds.videos:
@@ -221,7 +220,7 @@ def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult]) -> di
         elif v.id in old and old[v.id].get("bytes") == path.stat().st_size:
             index[v.id] = old[v.id]
         else:
-            with h5py.File(path, "r") as f:
+            with open_h5(path) as f:
                 a = f.attrs
                 index[v.id] = {"num_frames": int(a["num_frames"]), "height": int(a["height"]),
                                "width": int(a["width"]), "bytes": path.stat().st_size}
@@ -307,6 +306,41 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
             # Workers read the sources by absolute path: a relative root means the client's working directory.
             root = root.absolute()
             cluster.check_workers(client, root)
+
+        def start(todo: list[VideoEntry], log_line) -> Iterator[VideoResult]:
+            if use_pipeline:
+                return batched.extract_batched(todo, root, store_dir, cfg, jobs=jobs, threads=threads,
+                                               pipeline=pipeline, log=log_line)
+            if client is None:
+                tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
+                return Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+            # The workers return file bytes and this process writes them: it stays the store's only writer.
+            return cluster.extract_on_cluster(client, todo, root, store_dir, cfg, threads)
+
+        return fill_store(root, store_dir, ds, cfg, start, progress=progress, log=log, desc=f"flowprep {cfg.method}")
+
+
+def fill_store(root: Path, store_dir: Path, ds: Dataset, cfg, start: Callable, *, progress: bool = True, log=print,
+               desc: str = "flowprep") -> Summary:
+    """Fill ``store_dir`` with the videos of ``ds``: the store-side machinery every way of making a store shares.
+
+    Locks the store, records the settings (``cfg.to_json()``; a store made with other settings is refused) and
+    the dataset, removes temporary files of a killed run, records the dataset's problems, then calls
+    ``start(todo, log_line)`` with the videos not yet in the store and consumes the :class:`VideoResult` s it
+    yields (in any order; each unit of work writes its own file atomically): failure records, progress bar,
+    ``index.json``. Rerunning resumes: finished videos are skipped, failed ones retried.
+
+    Args:
+        root: dataset root (failure records name the source under it).
+        store_dir: the store directory, created when missing.
+        ds: the videos and splits to store.
+        cfg: the settings, with ``to_json()`` (:class:`ExtractConfig`, or
+            :class:`flowprep.rawframes.ImportConfig`).
+        start: ``start(todo, log_line) -> iterable of VideoResult``; an iterable with ``close()`` is closed on exit.
+        progress: show a progress bar; desc is its label.
+        log: called with one line per failure.
+    """
+    with ExitStack() as cleanup:
         store_dir.mkdir(parents=True, exist_ok=True)
         cleanup.enter_context(_lock(store_dir))
         prepare_store(store_dir, ds, cfg)
@@ -322,18 +356,10 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         t0 = time.perf_counter()
         results: dict[str, VideoResult] = {}
         pairs = 0
-        bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True,
-                   desc=f"flowprep {cfg.method}")
-        if use_pipeline:
-            finished = batched.extract_batched(todo, root, store_dir, cfg, jobs=jobs, threads=threads,
-                                               pipeline=pipeline, log=bar.write if progress else log)
-            cleanup.callback(finished.close)  # on an error here, stop the workers and the device thread
-        elif client is None:
-            tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
-            finished = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
-        else:  # the workers return file bytes and this process writes them: it stays the store's only writer
-            finished = cluster.extract_on_cluster(client, todo, root, store_dir, cfg, threads)
-            cleanup.callback(finished.close)  # on an error here, cancel the cluster's work before the client closes
+        bar = tqdm(total=len(todo), unit="video", disable=not progress, dynamic_ncols=True, desc=desc)
+        finished = start(todo, bar.write if progress else log)
+        if hasattr(finished, "close"):
+            cleanup.callback(finished.close)  # on an error here, stop the workers (or cancel the cluster's work)
         for r in finished:
             results[r.id] = r
             if r.ok:

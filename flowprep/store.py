@@ -30,8 +30,8 @@ Schema of ``videos/<name>.h5``:
   (``"jpeg"``/``"png"``), or (T-1, H, W) uint8 codes (``"raw"``), or one ``flow`` (T-1, H, W, 2) float16 (``"float16"``).
   Codes map to pixels through :mod:`flowprep.quantize` with the file's ``mapping`` and ``bound``.
 
-:class:`Store` reads it. It opens HDF5 files lazily and per process (a DataLoader worker that inherits a
-``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files, each a
+:class:`Store` reads it. It opens HDF5 files without file locking (:func:`open_h5`), lazily and per process (a
+DataLoader worker that inherits a ``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files, each a
 :class:`VideoFile` that reads and checks what every read needs once, when it opens. JPEG and PNG items are
 read straight from the file with ``os.pread`` (h5py's per-read overhead was larger than decoding them; see
 ``bench/store_bench.py`` and the README's performance section).
@@ -134,6 +134,27 @@ def read_json(path):
         return json.load(f)
 
 
+# --- HDF5 files ----------------------------------------------------------------------------------
+
+def _file_locking_option() -> dict:
+    """``{"locking": False}`` where h5py and HDF5 support it (h5py >= 3.5 on HDF5 >= 1.12.1 or 1.10.7+), else ``{}``."""
+    h5py_ok = tuple(int(x) for x in h5py.version.version.split(".")[:2]) >= (3, 5)
+    v = h5py.version.hdf5_version_tuple[:3]
+    hdf5_ok = v >= (1, 12, 1) or (1, 10, 7) <= v < (1, 11)
+    return {"locking": False} if h5py_ok and hdf5_ok else {}
+
+
+# HDF5's file locks fail on many NFS and Lustre mounts (h5py issues 1082, 1101) and protect nothing here: a
+# video file is written once, by one process, under a temporary name, and only read after its rename.
+# With an older h5py, set HDF5_USE_FILE_LOCKING=FALSE in the environment instead.
+NO_LOCKING = _file_locking_option()
+
+
+def open_h5(path, mode: str = "r") -> h5py.File:
+    """Open a store's HDF5 file without HDF5 file locking (see :data:`NO_LOCKING`)."""
+    return h5py.File(path, mode, **NO_LOCKING)
+
+
 # --- encoding ------------------------------------------------------------------------------------
 
 def _encode(img: np.ndarray, fmt: str, quality: int) -> np.ndarray:
@@ -162,7 +183,7 @@ def content_digest(f: h5py.File) -> str:
 
 def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_format="jpeg", flow_format="jpeg",
                 jpeg_quality=95) -> int:
-    """Write one video's file atomically (temporary name, then rename). Returns its size in bytes.
+    """Encode one video and write its file atomically (temporary name, then rename). Returns its size in bytes.
 
     Args:
         frames: (T, H, W, 3) uint8 RGB.
@@ -170,37 +191,53 @@ def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_fo
         codes_or_flow: (T-1, H, W, 2) uint8 quantised codes, or float flow when ``flow_format="float16"``.
         attrs: attributes to store (see the module docstring).
     """
+    contents = {"frame_index": np.asarray(frame_index, np.int32)}
+    if rgb_format == "jpeg":
+        contents["rgb"] = [_encode(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR), "jpeg", jpeg_quality) for fr in frames]
+    else:
+        contents["rgb"] = np.asarray(frames, np.uint8)
+    if flow_format == "float16":
+        contents["flow"] = np.asarray(codes_or_flow, np.float16)
+    elif flow_format == "raw":
+        for c, name in enumerate(("flow_x", "flow_y")):
+            contents[name] = np.ascontiguousarray(codes_or_flow[..., c])
+    else:
+        for c, name in enumerate(("flow_x", "flow_y")):
+            contents[name] = [_encode(codes_or_flow[i, ..., c], flow_format, jpeg_quality)
+                              for i in range(len(codes_or_flow))]
+    return write_encoded(path, contents, {**attrs, "rgb_format": rgb_format, "flow_format": flow_format})
+
+
+def write_encoded(path, contents: dict, attrs: dict) -> int:
+    """Write one video's file from already encoded contents, atomically. Returns its size in bytes.
+
+    The one place that lays out a video file, for extraction (:func:`write_video`) and for imported frame
+    folders (:mod:`flowprep.rawframes`, which keeps the source JPEG bytes as they are).
+
+    Args:
+        contents: ``{dataset name: value}`` in the schema of the module docstring; a list of encoded images
+            (uint8 arrays or ``bytes``) becomes a variable-length uint8 dataset (encoded images), an array a fixed one (chunked per frame
+            when it has frames).
+        attrs: attributes to store, ``rgb_format`` and ``flow_format`` among them; ``sha256`` is added.
+    """
     vlen = h5py.vlen_dtype(np.uint8)
-    contents = {}  # {dataset name: [items]}, what the sha256 attribute covers
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    digested = {}  # {dataset name: [items]}, what the sha256 attribute covers
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", **NO_LOCKING) as f:
         for k, v in attrs.items():
             f.attrs[k] = v
-        f.attrs["rgb_format"], f.attrs["flow_format"] = rgb_format, flow_format
-        contents["frame_index"] = [np.asarray(frame_index, np.int32)]
-        f.create_dataset("frame_index", data=contents["frame_index"][0])
-        if rgb_format == "jpeg":
-            d = f.create_dataset("rgb", (len(frames),), dtype=vlen)
-            contents["rgb"] = [_encode(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR), "jpeg", jpeg_quality) for fr in frames]
-            for i, buf in enumerate(contents["rgb"]):
-                d[i] = buf
-        else:
-            contents["rgb"] = [np.asarray(frames, np.uint8)]
-            f.create_dataset("rgb", data=contents["rgb"][0], chunks=(1,) + frames.shape[1:])
-        n = len(codes_or_flow)
-        if flow_format == "float16":
-            contents["flow"] = [np.asarray(codes_or_flow, np.float16)]
-            f.create_dataset("flow", data=contents["flow"][0], chunks=(1,) + codes_or_flow.shape[1:])
-        elif flow_format == "raw":
-            for c, name in enumerate(("flow_x", "flow_y")):
-                contents[name] = [np.ascontiguousarray(codes_or_flow[..., c])]
-                f.create_dataset(name, data=contents[name][0], chunks=(1,) + codes_or_flow.shape[1:3])
-        else:
-            for c, name in enumerate(("flow_x", "flow_y")):
-                d = f.create_dataset(name, (n,), dtype=vlen)
-                contents[name] = [_encode(codes_or_flow[i, ..., c], flow_format, jpeg_quality) for i in range(n)]
-                for i, buf in enumerate(contents[name]):
+        for name, value in contents.items():
+            if isinstance(value, list):
+                items = [np.frombuffer(b, np.uint8) if isinstance(b, bytes) else np.asarray(b, np.uint8).reshape(-1)
+                         for b in value]
+                d = f.create_dataset(name, (len(items),), dtype=vlen)
+                for i, buf in enumerate(items):
                     d[i] = buf
-        f.attrs["sha256"] = _digest(contents)
+                digested[name] = items
+            else:
+                chunks = (1,) + value.shape[1:] if value.ndim > 1 else None
+                f.create_dataset(name, data=value, chunks=chunks)
+                digested[name] = [value]
+        f.attrs["sha256"] = _digest(digested)
     return Path(path).stat().st_size
 
 
@@ -308,7 +345,7 @@ class VideoFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self.h5 = h5py.File(path, "r")
+        self.h5 = open_h5(path)
         try:
             self._open()
         except BaseException:

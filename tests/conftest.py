@@ -76,10 +76,10 @@ def read_store_file(path) -> dict:
     Variable-length datasets give a list of bytes per item; fixed-size ones the bytes of the whole array (with
     dtype and shape), so two files compare equal exactly when they hold the same data and attributes.
     """
-    import h5py
+    from flowprep.store import open_h5
 
     out = {}
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         out["attrs"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
         for name, d in f.items():
             if d.dtype == object:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 
 import cv2
-import h5py
 import numpy as np
 import pytest
 
 from conftest import make_dataset, run_flowprep, textured_frames, write_video
 from flowprep.cli import main
+from flowprep.store import open_h5
 from flowprep.visualize import flow_to_color
 
 VID = "Right/v_Right_g01_c01.avi"
@@ -38,7 +38,7 @@ def test_info(store, capsys):
     # Bytes per frame: the stored JPEG bytes, counted here independently.
     rgb = flow = 0
     for p in (store / "videos").rglob("*.h5"):
-        with h5py.File(p, "r") as f:
+        with open_h5(p) as f:
             rgb += sum(len(b) for b in f["rgb"][:])
             flow += sum(len(b) for name in ("flow_x", "flow_y") for b in f[name][:])
     assert f"bytes      {rgb / 48:.0f} per RGB frame, {flow / 42:.0f} per flow frame (x and y)" in lines
