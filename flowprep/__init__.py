@@ -9,6 +9,7 @@ The pipeline, one module per stage::
     dataset.py  -> discover labelled videos and splits under a dataset root
     store.py    -> the on-disk store (one HDF5 file per video) and its reader
     extract.py  -> parallel, resumable extraction of a whole dataset (cluster.py: on a Dask cluster)
+    rawframes.py-> import frame folders of denseflow / mmaction2 / TSN into a store, export a store to them
     visualize.py-> colour-coded flow images
     cli.py      -> the ``flowprep`` command
 """

@@ -1,4 +1,4 @@
-"""The ``flowprep`` command: extract, info, verify, show, methods."""
+"""The ``flowprep`` command: extract, import-frames, export, info, verify, show, methods."""
 from __future__ import annotations
 
 import argparse
@@ -98,6 +98,52 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: half the cores, 2 to 8)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    m = sub.add_parser("import-frames", help="build a store from frame folders made by denseflow, mmaction2 or "
+                       "TSN's dense_flow, without recomputing anything",
+                       description="Build the store -o STORE from existing frame folders (rawframes): "
+                       "ROOT/<class>/<video>/ (denseflow, mmaction2) or flat ROOT/<video>/ (TSN's dense_flow) of "
+                       "img_NNNNN.jpg frames and flow_x_/flow_y_ (or x_/y_) grey JPEG flow images. The JPEG bytes are "
+                       "kept as they are. Rerun the same command to resume. Exit status 1 if any folder failed.")
+    m.add_argument("root", help="the frame folders' root")
+    m.add_argument("-o", "--output", required=True, metavar="STORE", help="store directory (created or resumed)")
+    m.add_argument("--bound", type=float, required=True,
+                   help="the flow bound the folders were quantised with: codes round(255 (f + B) / 2B); "
+                   "mmaction2 passes 20 to denseflow, denseflow's own default is 32, TSN used 20")
+    m.add_argument("--layout", default="auto", choices=("auto", "denseflow", "mmaction2", "tsn"),
+                   help="denseflow: nested, img_/flow_x_/flow_y_, from 0, T frames and T-1 flows; mmaction2: nested, "
+                   "img_/x_/y_, from 1, T and T-1; tsn: flat, img_/flow_x_/flow_y_, from 1, T-1 of each; "
+                   "auto (default): detect each folder's names, start and counts")
+    m.add_argument("--start-index", type=int, metavar="N",
+                   help="number of the first file, if not the layout's (with --layout auto: detected)")
+    m.add_argument("--method", default="tvl1", choices=method_names(),
+                   help="the flow method the folders were made with, recorded so that 'twostream predict' computes "
+                   "a new video's flow with ours (default: tvl1)")
+    g = m.add_mutually_exclusive_group()
+    g.add_argument("--size", type=_size, metavar="WxH", help="the frame size the folders were made at (recorded for "
+                   "'twostream predict'; default: a new video's own size)")
+    g.add_argument("--short-side", type=int, metavar="N", help="the short side the frames were resized to (recorded "
+                   "alike)")
+    m.add_argument("--splits", metavar="DIR", help="directory holding UCF101/HMDB51 split files, if not under ROOT; "
+                   "their entries Class/v_X.avi name the folders Class/v_X (flat: v_X)")
+    m.add_argument("--list", metavar="FILE", help="a list file of 'relative/folder label' lines")
+    m.add_argument("--jobs", type=int, help="worker processes (default: -1, one per core)")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    x = sub.add_parser("export", help="write a store as frame folders of denseflow, mmaction2 or TSN, with lists",
+                       description="Write the finished videos of STORE as frame folders under -o OUT, and the "
+                       "annotation lists (mmaction2 rawframe lists per split, UCF101-style split files) under "
+                       "OUT/annotations. A store made with --mapping tsn --flow-format jpeg (or imported) exports its "
+                       "JPEG bytes unchanged; any other store's flow is re-quantised, and the error this costs is "
+                       "measured and printed. Rerun to resume.")
+    x.add_argument("store")
+    x.add_argument("-o", "--output", required=True, metavar="OUT", help="root of the frame folders (created)")
+    x.add_argument("--layout", required=True, choices=("denseflow", "mmaction2", "tsn"),
+                   help="denseflow: OUT/<class>/<video>/img_00000.jpg, flow_x_00000.jpg, ...; mmaction2: the same "
+                   "with x_/y_ from 1; tsn: OUT/<video>/ from 1, without the first frame's image")
+    x.add_argument("--bound", type=float, help="TSN bound of the exported flow codes (default: the store's)")
+    x.add_argument("--jobs", type=int, help="worker processes (default: -1, one per core)")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+
     i = sub.add_parser("info", help="summarise a store: videos, frames, classes, splits, settings, sizes, failures")
     i.add_argument("store")
     v = sub.add_parser("verify", help="read every frame and flow of a store; exit 1 on any problem")
@@ -156,6 +202,46 @@ def cmd_extract(a) -> int:
         print(f"{len(s.failed)} failed (recorded in {os.path.join(a.output, 'failed')}):", file=sys.stderr)
         for vid, why in sorted(s.failed.items()):
             print(f"  {vid}: {why}", file=sys.stderr)
+    return 0 if s.ok else 1
+
+
+def _report_failures(failed: dict, where: str) -> None:
+    if failed:
+        print(f"{len(failed)} failed (recorded in {where}):", file=sys.stderr)
+        for vid, why in sorted(failed.items()):
+            print(f"  {vid}: {why}", file=sys.stderr)
+
+
+def cmd_import_frames(a) -> int:
+    from .decode import DecodeConfig
+    from .rawframes import ImportConfig, import_dataset
+
+    decode = DecodeConfig(size=a.size, short_side=a.short_side)
+    cfg = ImportConfig(bound=a.bound, layout=a.layout, start_index=a.start_index, method=a.method, decode=decode)
+    s = import_dataset(a.root, a.output, cfg, jobs=a.jobs, splits_dir=a.splits, list_file=a.list,
+                       progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+    rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
+    print(f"{s.done} imported, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
+          f"{s.pairs} flow frames in {s.seconds:.1f} s ({rate:.0f} flow frames/s) -> {a.output}")
+    _report_failures(s.failed, os.path.join(a.output, "failed"))
+    return 0 if s.ok else 1
+
+
+def cmd_export(a) -> int:
+    from .quantize import step
+    from .rawframes import export_store
+
+    s = export_store(a.store, a.output, a.layout, bound=a.bound, jobs=a.jobs, progress=not a.quiet,
+                     log=lambda m: print(m, file=sys.stderr))
+    print(f"{s.exported} exported, {s.skipped} already there, {len(s.failed)} failed -> {a.output} ({a.layout}); "
+          f"lists in {os.path.join(a.output, 'annotations')}")
+    if s.byte_exact:
+        print(f"flow: the store's TSN-coded JPEG bytes, unchanged (bound {s.bound:g})")
+    elif s.exported:
+        print(f"flow: RE-QUANTISED to TSN codes at bound {s.bound:g} (step {step(s.bound, 'tsn'):.4f} px) and JPEG "
+              f"quality 95: measured error against the store's flow {s.mean_error:.4f} px mean, {s.max_error:.4f} px "
+              f"max, {100 * s.clipped_fraction:.2f} % of values beyond the bound clipped")
+    _report_failures(s.failed, "this output; nothing was written for them")
     return 0 if s.ok else 1
 
 
@@ -287,7 +373,7 @@ def main(argv=None) -> int:
 
     parser = build_parser()
     a = parser.parse_args(argv)
-    commands = {"extract": cmd_extract, "info": cmd_info, "verify": cmd_verify, "show": cmd_show, "methods": cmd_methods}
+    commands = {"extract": cmd_extract, "import-frames": cmd_import_frames, "export": cmd_export, "info": cmd_info, "verify": cmd_verify, "show": cmd_show, "methods": cmd_methods}
     try:
         return commands[a.command](a)
     except (DatasetError, StoreError, StoreLocked, ValueError, OSError) as e:
