@@ -41,11 +41,11 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .dataset import Dataset, VideoEntry, discover
+from .dataset import VideoEntry, discover
 from .decode import DecodeConfig, VideoError
 from .extract import Summary, VideoResult, failure_result, fill_store
 from .flow import get_method, resolve_params
-from .quantize import dequantize, quantize, step
+from .quantize import dequantize, quantize
 from .store import Store, StoreError, atomic_path, open_h5, video_path, write_encoded
 
 PAIRINGS = ("denseflow", "tsn")  # T images and T-1 flows; or T-1 of each, image k the second frame of flow k

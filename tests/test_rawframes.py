@@ -9,7 +9,7 @@ import torch
 from conftest import make_dataset, run_flowprep
 from flowprep.decode import DecodeConfig
 from flowprep.extract import ExtractConfig, extract_dataset
-from flowprep.quantize import dequantize, step
+from flowprep.quantize import step
 from flowprep.rawframes import ImportConfig, export_store, import_dataset, jpeg_header
 from flowprep.store import Store, open_h5, video_path
 from twostream.data import ClipSpec, TrainClips
