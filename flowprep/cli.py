@@ -30,8 +30,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_dataset_options(p: argparse.ArgumentParser, *, frame_folders: bool = False) -> None:
+    """Where the labels and splits come from: the options ``extract`` and ``import-frames`` share."""
     from .dataset import LIST_FORMATS
+
+    names = (" Their entries name frame folders: Class/v_X.avi and Class/v_X both name ROOT/Class/v_X (flat: "
+             "ROOT/v_X, whose class the entry gives)") if frame_folders else ""
+    p.add_argument("--splits", metavar="DIR", help="directory holding the UCF101/HMDB51 split files, if not under "
+                   "ROOT." + names)
+    p.add_argument("--list", metavar="FILE", help="one list file of every video (any --list-format) instead of class "
+                   "folders; split 1 is made as for class folders (every 4th video of a class is a test video)")
+    p.add_argument("--train-list", metavar="FILE", help="the list file of the training videos, used as it is "
+                   "(with --val-list and/or --test-list: one file per subset, e.g. an official train + val pair)")
+    p.add_argument("--val-list", metavar="FILE", help="the list file of the validation videos; without --test-list "
+                   "they are the split's test set (what training validates on and 'evaluate' scores)")
+    p.add_argument("--test-list", metavar="FILE", help="the list file of the test videos")
+    p.add_argument("--list-format", default="auto", choices=LIST_FORMATS,
+                   help="format of the list files: video ('path label', mmaction2), rawframes ('dir num_frames "
+                   "label', mmaction2; the video is dir.* under ROOT), kinetics (CSV label,youtube_id,time_start,"
+                   "time_end,split), ssv2 (Something-Something v2 JSON); auto (default): .csv kinetics, .json ssv2, "
+                   "else rawframes when the first line ends in two integers after a path without extension, else "
+                   "video. Labels: a 0-based integer or a class name; multi-label and unlabelled lists are refused")
+    p.add_argument("--classes", metavar="FILE", help="with list files: the class names in label order (classInd.txt "
+                   "'1 name' lines, one name per line, or the SSv2 labels JSON, found beside an SSv2 list by "
+                   "default); integer labels index it, names must be in it")
+
+
+def build_parser() -> argparse.ArgumentParser:
     from .flow import method_names
     from .quantize import MAPPINGS
     from .store import FLOW_FORMATS, RGB_FORMATS
@@ -63,23 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--flow-format", default="jpeg", choices=FLOW_FORMATS,
                    help="how flow is stored: jpeg (default), png (lossless codes), raw (uncompressed codes), float16")
     e.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality for frames and flow (default: 95)")
-    e.add_argument("--splits", metavar="DIR", help="directory holding the split files, if not under ROOT")
-    e.add_argument("--list", metavar="FILE", help="one list file of every video (any --list-format) instead of class "
-                   "folders; split 1 is made as for class folders (every 4th video of a class is a test video)")
-    e.add_argument("--train-list", metavar="FILE", help="the list file of the training videos, used as it is "
-                   "(with --val-list and/or --test-list: one file per subset, e.g. an official train + val pair)")
-    e.add_argument("--val-list", metavar="FILE", help="the list file of the validation videos; without --test-list "
-                   "they are the split's test set (what training validates on and 'evaluate' scores)")
-    e.add_argument("--test-list", metavar="FILE", help="the list file of the test videos")
-    e.add_argument("--list-format", default="auto", choices=LIST_FORMATS,
-                   help="format of the list files: video ('path label', mmaction2), rawframes ('dir num_frames "
-                   "label', mmaction2; the video is dir.* under ROOT), kinetics (CSV label,youtube_id,time_start,"
-                   "time_end,split), ssv2 (Something-Something v2 JSON); auto (default): .csv kinetics, .json ssv2, "
-                   "else rawframes when the first line ends in two integers after a path without extension, else "
-                   "video. Labels: a 0-based integer or a class name; multi-label and unlabelled lists are refused")
-    e.add_argument("--classes", metavar="FILE", help="with list files: the class names in label order (classInd.txt "
-                   "'1 name' lines, one name per line, or the SSv2 labels JSON, found beside an SSv2 list by "
-                   "default); integer labels index it, names must be in it")
+    _add_dataset_options(e)
     w = e.add_mutually_exclusive_group()
     w.add_argument("--jobs", type=int, help="worker processes on this machine (default: -1, one per core)")
     w.add_argument("--dask", metavar="ADDRESS", help="run the videos on the dask.distributed cluster whose scheduler "
@@ -123,9 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'twostream predict'; default: a new video's own size)")
     g.add_argument("--short-side", type=int, metavar="N", help="the short side the frames were resized to (recorded "
                    "alike)")
-    m.add_argument("--splits", metavar="DIR", help="directory holding UCF101/HMDB51 split files, if not under ROOT; "
-                   "their entries Class/v_X.avi name the folders Class/v_X (flat: v_X)")
-    m.add_argument("--list", metavar="FILE", help="a list file of 'relative/folder label' lines")
+    _add_dataset_options(m, frame_folders=True)
     m.add_argument("--jobs", type=int, help="worker processes (default: -1, one per core)")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -166,9 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dataset_source(a):
+    from .dataset import DatasetSource
+
+    return DatasetSource(splits_dir=a.splits, list_file=a.list, train_list=a.train_list, val_list=a.val_list,
+                         test_list=a.test_list, list_format=a.list_format, classes_file=a.classes)
+
+
 def cmd_extract(a) -> int:
     from .cluster import ClusterError  # importable without the dask extra, which it needs only when used
-    from .dataset import DatasetSource
     from .decode import DecodeConfig
     from .extract import ExtractConfig, extract_dataset
 
@@ -187,9 +200,7 @@ def cmd_extract(a) -> int:
             raise ValueError(f"--batch-pairs and --writers must be at least 1, got {a.batch_pairs} and {a.writers}")
         pipeline = PipelineConfig(batch_pairs=a.batch_pairs or 0, writers=a.writers or 0)
     try:
-        source = DatasetSource(splits_dir=a.splits, list_file=a.list, train_list=a.train_list, val_list=a.val_list,
-                               test_list=a.test_list, list_format=a.list_format, classes_file=a.classes)
-        s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, source=source,
+        s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, source=_dataset_source(a),
                             progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
                             dask=a.dask, pipeline=pipeline)
     except ClusterError as e:
@@ -218,8 +229,8 @@ def cmd_import_frames(a) -> int:
 
     decode = DecodeConfig(size=a.size, short_side=a.short_side)
     cfg = ImportConfig(bound=a.bound, layout=a.layout, start_index=a.start_index, method=a.method, decode=decode)
-    s = import_dataset(a.root, a.output, cfg, jobs=a.jobs, splits_dir=a.splits, list_file=a.list,
-                       progress=not a.quiet, log=lambda m: print(m, file=sys.stderr))
+    s = import_dataset(a.root, a.output, cfg, jobs=a.jobs, source=_dataset_source(a), progress=not a.quiet,
+                       log=lambda m: print(m, file=sys.stderr))
     rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
     print(f"{s.done} imported, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
           f"{s.pairs} flow frames in {s.seconds:.1f} s ({rate:.0f} flow frames/s) -> {a.output}")

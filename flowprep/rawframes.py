@@ -41,7 +41,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .dataset import VideoEntry, discover
+from .dataset import VIDEO_EXTENSIONS, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError
 from .extract import Summary, VideoResult, failure_result, fill_store
 from .flow import get_method, resolve_params
@@ -288,7 +288,7 @@ def detect_folders(root: Path, layout: str) -> str:
 
 
 def import_dataset(root, store_dir, cfg: ImportConfig, *, jobs: int | None = None, splits_dir=None, list_file=None,
-                   progress: bool = True, log=print) -> Summary:
+                   source: DatasetSource | None = None, progress: bool = True, log=print) -> Summary:
     """Build (or resume) the store ``store_dir`` from the frame folders under ``root``, computing nothing.
 
     Args:
@@ -296,8 +296,9 @@ def import_dataset(root, store_dir, cfg: ImportConfig, *, jobs: int | None = Non
         store_dir: the store directory; created, or resumed when it exists.
         cfg: the layout and the flow bound.
         jobs: worker processes (default -1: one per core).
-        splits_dir, list_file: labels and splits as for ``extract`` (UCF101 / HMDB51 split files, whose
-            ``Class/v_X.avi`` entries name the folders ``Class/v_X`` or flat ``v_X``; or a ``folder label`` list).
+        splits_dir, list_file, source: labels and splits as for ``extract`` (:func:`flowprep.dataset.discover`):
+            UCF101 / HMDB51 split files, whose ``Class/v_X.avi`` entries name the folders ``Class/v_X`` or flat
+            ``v_X``, or list files of any format (mmaction2 rawframe lists ``Class/v_X 40 3`` among them).
         progress: show a progress bar.
         log: called with one line per failure.
 
@@ -310,7 +311,8 @@ def import_dataset(root, store_dir, cfg: ImportConfig, *, jobs: int | None = Non
     root, store_dir = Path(root), Path(store_dir)
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory of frame folders")
-    ds = discover(root, splits_dir=splits_dir, list_file=list_file, frame_folders=detect_folders(root, cfg.layout))
+    source = source or DatasetSource(splits_dir=splits_dir, list_file=list_file)
+    ds = discover(root, source, frame_folders=detect_folders(root, cfg.layout))
 
     def start(todo: list[VideoEntry], log_line):
         tasks = (delayed(import_video)(root / v.id, v, store_dir, cfg) for v in todo)
@@ -359,8 +361,6 @@ class ExportSummary:
 
 def export_folder(vid: str, layout: RawLayout) -> str:
     """The folder, relative to the export root, that video ``vid`` goes to (its id without a video extension)."""
-    from .dataset import VIDEO_EXTENSIONS
-
     stem, ext = os.path.splitext(vid)
     rel = stem if ext.lower() in VIDEO_EXTENSIONS else vid
     return rel if layout.folders == "nested" else rel.rsplit("/", 1)[-1]

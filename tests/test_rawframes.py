@@ -245,3 +245,16 @@ def test_export_cli_says_it_requantised(stores, tmp_path):
     assert r.returncode == 0 and "unchanged" in r.stdout
     assert sorted(p.name for p in (tmp_path / "out2" / "v_Down_g01_c01").iterdir())[:2] == ["flow_x_00001.jpg",
                                                                                              "flow_x_00002.jpg"]
+
+
+def test_exported_mmaction2_lists_import_back_with_the_same_splits(stores, tmp_path):
+    out, ann = tmp_path / "out", tmp_path / "out" / "annotations"
+    assert export_store(stores["tsn"], out, "mmaction2", jobs=1, progress=False).ok
+    r = run_flowprep("import-frames", out, "-o", tmp_path / "back", "--bound", 20, "--layout", "mmaction2",
+                     "--train-list", ann / "train_split1_rawframes.txt", "--test-list",
+                     ann / "test_split1_rawframes.txt", "--classes", ann / "classInd.txt", "--jobs", 1, "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, b = Store(stores["tsn"]), Store(tmp_path / "back")
+    assert b.classes == a.classes
+    for sub in ("train", "test"):
+        assert b.splits[1][sub] == [v[: -len(".avi")] for v in a.splits[1][sub]]

@@ -25,9 +25,9 @@ def store(tmp_path):
     write_json_atomic(tmp_path / "manifest.json", {"classes": ["a"], "videos": [{"id": "v", "label": 0}],
                                                    "splits": {}})
     frames = np.random.default_rng(0).integers(0, 255, (3, 8, 8, 3), dtype=np.uint8)
+    attrs = {"num_frames": 3, "height": 8, "width": 8, "bound": 20.0, "mapping": "symmetric"}
     write_video(video_path(tmp_path, "v"), frames=frames, frame_index=np.arange(3),
-                codes_or_flow=np.full((2, 8, 8, 2), 128, np.uint8), attrs={"num_frames": 3, "bound": 20.0,
-                                                                          "mapping": "symmetric"})
+                codes_or_flow=np.full((2, 8, 8, 2), 128, np.uint8), attrs=attrs)
     return tmp_path
 
 
