@@ -291,7 +291,8 @@ def cmd_info(a) -> int:
     print(f"frames     {frames} RGB, {frames - len(done)} flow")
     print(f"classes    {len(st.classes)}: {', '.join(st.classes[:10])}{' ...' if len(st.classes) > 10 else ''}")
     for n, sp in sorted(st.splits.items()):
-        print(f"split {n}    {len(sp['train'])} train, {len(sp['test'])} test ({man['split_source']})")
+        val = f", {len(sp['val'])} val" if "val" in sp else ""
+        print(f"split {n}    {len(sp['train'])} train{val}, {len(sp['test'])} test ({man['split_source']})")
     params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
     print(f"method     {cfg['method']} ({params})")
     d = cfg["decode"]

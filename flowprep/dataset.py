@@ -525,6 +525,8 @@ def assign_labels(entries: list[ListEntry], classes: list[str] | None = None, cl
             continue
         if e.label < 0:
             bad(i, "negative; labels are 0-based class indices")
+        elif n == 0:
+            bad(i, "no entry has label 0: labels are 0-based (is the list 1-based, like UCF101's trainlist files?)")
         elif e.label >= n:
             bad(i, f"outside 0..{n - 1}: no entry has label {n}, and without --classes FILE the labels must run "
                 "0..N-1 (give the class names in order with --classes if a class has no video)")

@@ -325,6 +325,7 @@ def test_extract_with_list_problems_and_kinetics_lists(tmp_path):
     assert sorted(st.video_ids()) == sorted(good)
     assert st.splits == {1: {"train": ["A/a0.avi", "B/b0.avi"], "test": ["B/b1.avi"]}}
     assert {v: st.label(v) for v in good} == good
+    assert "split 1    2 train, 1 test (lists)" in run_flowprep("info", store).stdout
     # Bad arguments and unusable files: one line, exit 2, nothing made.
     r = run_flowprep("extract", root, "-o", tmp_path / "x", "--list", train, "--train-list", train)
     assert r.returncode == 2 and "exclude each other" in r.stderr and not (tmp_path / "x").exists()
@@ -355,3 +356,11 @@ def test_frame_folders_take_the_same_lists(tmp_path):
     ds = discover(root, DatasetSource(train_list=lst), frame_folders="nested")
     assert [(v.id, v.label) for v in ds.videos] == [("A/v_A_g01_c01", 0), ("B/v_B_g01_c01", 1)]
     assert _problems(ds) == {"B/gone": f"train_rawframes.txt line 3: no frame folder B/gone under {root}"}
+
+
+def test_a_one_based_list_is_refused_line_by_line(tmp_path):
+    root = _touch(tmp_path / "r", "A/a0.avi", "B/b0.avi")
+    ds = discover(root, list_file=_write(tmp_path / "l.txt", "A/a0.avi 1\nB/b0.avi 2\n"))
+    assert ds.videos == [] and _problems(ds) == {
+        vid: f"l.txt line {n}: label {n}: no entry has label 0: labels are 0-based (is the list 1-based, like "
+             "UCF101's trainlist files?)" for n, vid in ((1, "A/a0.avi"), (2, "B/b0.avi"))}
