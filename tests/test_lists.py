@@ -303,7 +303,7 @@ def test_source_options_that_exclude_each_other(tmp_path):
 
 # --- the CLI on real videos: the good ones extracted, problems named, exit status -----------------------
 
-def test_extract_with_list_problems_and_kinetics_lists(tmp_path):
+def test_extract_with_list_problems(tmp_path):
     root = tmp_path / "ds"
     good = {"A/a0.avi": 0, "A/a1.avi": 0, "B/b0.avi": 1, "B/b1.avi": 1}
     for i, vid in enumerate(good):
@@ -331,6 +331,11 @@ def test_extract_with_list_problems_and_kinetics_lists(tmp_path):
     assert r.returncode == 2 and "exclude each other" in r.stderr and not (tmp_path / "x").exists()
     r = run_flowprep("extract", root, "-o", tmp_path / "x", "--train-list", _write(tmp_path / "m.txt", "a.avi 0 1\n"))
     assert r.returncode == 2 and "m.txt:1: several labels" in r.stderr and not (tmp_path / "x").exists()
+    _write(root / "ucfTrainTestlist" / "classInd.txt", "5 A\n0 B\n")
+    r = run_flowprep("extract", root, "-o", tmp_path / "x")
+    assert r.returncode == 2 and not (tmp_path / "x").exists()
+    assert r.stderr.strip().endswith("classInd.txt:1: index 5 is outside 1..2: a class index file numbers its 2 "
+                                     "classes 1..2, one each")
 
 
 def test_extract_help_lists_the_list_options():

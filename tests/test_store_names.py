@@ -42,7 +42,7 @@ def test_store_names_fit_the_file_system():
 def test_long_names_do_not_stop_the_batch(tmp_path):
     root, store = _dataset(tmp_path / "ds"), tmp_path / "st"
     bad = "B/" + "N" * 251 + ".avi"
-    args = ["extract", root, "-o", store, "--method", "farneback", "--short-side", "0", "--jobs", "2", "--quiet"]
+    args = ["extract", root, "-o", store, "--method", "farneback", "--short-side", "0", "--jobs", "1", "--quiet"]
     r = run_flowprep(*args)
     assert r.returncode == 1, r.stderr
     assert "4 extracted, 0 already done, 1 failed, of 5" in r.stdout
