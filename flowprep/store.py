@@ -263,21 +263,29 @@ class _HeapReader:
     size and the item's stored length, so damage gives a :class:`StoreError`, never an unbounded allocation.
     """
 
-    def __init__(self, fd: int, dataset: h5py.Dataset, file_size: int, path: Path):
-        self.fd, self.file_size, self.path, self.name = fd, file_size, path, dataset.name
-        n, start = dataset.shape[0], dataset.id.get_offset()
-        if start is None:  # no items written
-            self.table = []
-        else:  # [(length, collection address, object index)] * T, as Python ints (the fastest to look up)
-            self.table = np.frombuffer(self._pread(n * _VLEN_ITEM.itemsize, start), _VLEN_ITEM).tolist()
+    def __init__(self, fd: int, table_offset: int, n: int, name: str, file_size: int, path: Path):
+        self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
+        table = np.frombuffer(self._pread(n * _VLEN_ITEM.itemsize, table_offset), _VLEN_ITEM)
+        self.table = table.tolist()  # [(length, collection address, object index)] * n: Python ints look up fastest
+        self._predicted = _predict_offsets(table)
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
 
     @staticmethod
-    def supports(f: h5py.File, dataset: h5py.Dataset) -> bool:
-        """Whether this file and dataset have the layout read here (h5py reads any other)."""
-        return (f.driver == "sec2" and dataset.chunks is None and dataset.dtype == object
-                and h5py.check_vlen_dtype(dataset.dtype) == np.uint8
-                and f.id.get_create_plist().get_userblock() == 0 and f.id.get_create_plist().get_sizes() == (8, 8))
+    def locate_table(dataset: h5py.h5d.DatasetID) -> int | None:
+        """File offset of a variable-length uint8 dataset's entries if they lie contiguous in the file, else None
+        (chunked or not yet written: h5py reads those)."""
+        if dataset.get_type().get_class() != h5py.h5t.VLEN or h5py.check_vlen_dtype(dataset.dtype) != np.uint8:
+            return None
+        return dataset.get_offset()
+
+    @staticmethod
+    def file_supported(fd: int) -> bool:
+        """Whether the file's superblock says what the reader assumes: no user block, 8-byte addresses and sizes."""
+        head = os.pread(fd, 16, 0)
+        if len(head) < 16 or head[:8] != b"\x89HDF\r\n\x1a\n":
+            return False
+        sizes = (head[13], head[14]) if head[8] < 2 else (head[9], head[10])  # superblock version 0/1 or 2/3
+        return sizes == (8, 8)
 
     def _pread(self, size: int, offset: int) -> bytes:
         if offset < 0 or offset + size > self.file_size:
@@ -287,11 +295,9 @@ class _HeapReader:
             raise StoreError(f"{self.path}: {self.name}: short read at byte {offset} (truncated file)")
         return buf
 
-    def _locate(self, i: int) -> tuple[int, int]:
-        """(file offset, length) of item ``i``'s bytes."""
+    def _walk(self, i: int) -> int:
+        """File offset of item ``i``'s bytes, found by walking its collection's object headers (kept for later)."""
         length, address, index = self.table[i]
-        if length == 0:
-            return 0, 0
         c = self._collections.get(address)
         if c is None:
             head = self._pread(16, address)
@@ -311,81 +317,173 @@ class _HeapReader:
         found = objects.get(index)
         if found is None or found[1] != length or found[0] + length > end:
             raise StoreError(f"{self.path}: {self.name} item {i} is not where its entry says (damaged file)")
-        return found[0], length
+        return found[0]
+
+    def _locate(self, i: int) -> int:
+        """File offset of item ``i``'s bytes: walked, or predicted (checked against its header when read)."""
+        _, address, index = self.table[i]
+        c = self._collections.get(address)
+        if c is not None and index in c[0]:
+            return c[0][index][0]
+        predicted = self._predicted.get(i)
+        return predicted if predicted is not None else self._walk(i)
 
     def read(self, indices: list[int]) -> list[np.ndarray]:
-        """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range."""
-        spans = [self._locate(i) for i in indices]
-        out = [_EMPTY] * len(spans)
-        order = sorted((k for k in range(len(spans)) if spans[k][1]), key=lambda k: spans[k][0])
+        """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range,
+        which includes each item's 16-byte object header, checked against the item's entry."""
+        out = [_EMPTY] * len(indices)
+        spans = sorted((self._locate(i) - 16, self.table[i][0] + 16, k, i) for k, i in enumerate(indices)
+                       if self.table[i][0])
         first = 0
-        for j in range(1, len(order) + 1):  # split ``order`` into runs of items less than _READ_GAP apart
-            if j < len(order) and spans[order[j]][0] - sum(spans[order[j - 1]]) <= _READ_GAP:
+        for j in range(1, len(spans) + 1):  # split ``spans`` into runs of items less than _READ_GAP apart
+            if j < len(spans) and spans[j][0] - (spans[j - 1][0] + spans[j - 1][1]) <= _READ_GAP:
                 continue
-            run = order[first:j]
-            lo = spans[run[0]][0]
-            buf = self._pread(max(sum(spans[k]) for k in run) - lo, lo)
-            for k in run:
-                out[k] = np.frombuffer(buf, np.uint8, spans[k][1], spans[k][0] - lo)
+            run = spans[first:j]
+            lo = run[0][0]
+            buf = self._pread(max(o + n for o, n, _, _ in run) - lo, lo)
+            for o, n, k, i in run:
+                obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, o - lo)
+                if (obj, size) == self.table[i][2::-2]:
+                    out[k] = np.frombuffer(buf, np.uint8, n - 16, o - lo + 16)
+                else:  # a wrong prediction (objects of another dataset in between): walk, and read it alone
+                    self._predicted.pop(i, None)
+                    out[k] = np.frombuffer(self._pread(n - 16, self._walk(i)), np.uint8)
             first = j
         return out
+
+
+def _predict_offsets(table: np.ndarray) -> dict[int, int]:
+    """{item: file offset of its bytes} where the dataset's entries alone say where the bytes are.
+
+    A heap collection lays its objects out in index order, each a 16-byte header and its bytes padded to 8
+    (HDF5 File Format Specification, "Global Heap"), so when a dataset's items in a collection are objects
+    1..m of it, their offsets follow from their lengths. Collections that also hold other objects (attribute
+    strings, another dataset's items) are not predicted; a wrong prediction is caught by the object header.
+    """
+    live = np.flatnonzero(table["length"] > 0)
+    if not len(live):
+        return {}
+    order = live[np.lexsort((table["index"][live], table["collection"][live]))]
+    coll, index = table["collection"][order].astype(np.int64), table["index"][order].astype(np.int64)
+    size = 16 + (table["length"][order].astype(np.int64) + 7) // 8 * 8
+    starts = np.r_[True, coll[1:] != coll[:-1]]
+    group = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    rank = np.arange(len(order)) - first[group]
+    bad = np.cumsum(index != rank + 1)  # an item is predictable if it and all before it in its group are 1, 2, ...
+    bad_before = bad[first] - (index[first] != 1)
+    ok = bad - bad_before[group] == 0
+    before = np.cumsum(size) - size
+    offset = coll + 16 + (before - before[first][group]) + 16
+    return dict(zip(order[ok].tolist(), offset[ok].tolist()))
+
+
+# What a reader needs to know of a video file: its attributes of these names (see the module docstring).
+VIDEO_FACTS = ("num_frames", "height", "width", "rgb_format", "flow_format", "bound", "mapping")
 
 
 class VideoFile:
     """One video file of a store, open for reading, with what every read needs.
 
-    Everything that does not depend on the call (attributes, dataset handles, where items lie in the file)
-    is read here, once per open, so a read costs what its bytes cost. Checks of a file's integrity that must
-    run before anything is read from it go in :meth:`_check_layout`, which runs once per open.
+    Everything that does not depend on the call is found once per open (per dataset, when it is first read:
+    its length checked against ``num_frames``, where its items lie), so a read costs what its bytes cost.
+    Checks of a file's integrity that must run before anything is read go in :meth:`_check_dataset`, which
+    runs once per open and dataset. JPEG/PNG items are read without the HDF5 library (see :class:`_HeapReader`);
+    the HDF5 file is opened only when something needs it (the facts, another format, :attr:`h5`), because
+    opening it costs more than several reads.
+
+    Args:
+        path: the video file.
+        facts: ``{name: value}`` for :data:`VIDEO_FACTS` when the store already knows them (its ``index.json``
+            and ``store.json``); then no attribute is read (each costs ~50 us in HDF5). Otherwise they are read
+            from the file's attributes.
+        layout: where the file's datasets lie, ``{name: (offset of the entries, length)}``, as an earlier open of
+            the same file in this process found and recorded it here; updated with what this open finds.
 
     Attributes:
-        h5: the h5py handle. num_frames, height, width, rgb_format, flow_format, bound, mapping: the file's
-        attributes of those names (see the module docstring).
+        num_frames, height, width, rgb_format, flow_format, bound, mapping: see ``facts``.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.h5 = open_h5(path)
+    def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None):
+        self.path, self._h5 = path, None
+        self._fd = os.open(path, os.O_RDONLY)
         try:
-            self._open()
+            self._open(facts, {} if layout is None else layout)
         except BaseException:
-            self.h5.close()
+            self.close()
             raise
 
-    def _open(self) -> None:
-        a, f = self.h5.attrs, self.h5
-        try:
-            self.num_frames, self.height, self.width = int(a["num_frames"]), int(a["height"]), int(a["width"])
-            self.rgb_format, self.flow_format = str(a["rgb_format"]), str(a["flow_format"])
-            self.bound, self.mapping = float(a["bound"]), str(a["mapping"])
-        except KeyError as e:
-            raise StoreError(f"{self.path}: attribute {e} missing (damaged or not a flowprep video file)") from None
-        names = ("rgb", "flow") if self.flow_format == "float16" else ("rgb", "flow_x", "flow_y")
-        missing = [n for n in names if n not in f]
-        if missing:
-            raise StoreError(f"{self.path}: dataset {missing[0]!r} missing (damaged file)")
-        self.datasets = {n: f[n] for n in names}
-        self._check_layout()
-        fd, size = f.id.get_vfd_handle(), os.path.getsize(self.path)
-        self._heap = {n: _HeapReader(fd, d, size, self.path) for n, d in self.datasets.items()
-                      if _HeapReader.supports(f, d)}
-        lut = dequantize(np.arange(256, dtype=np.uint8), self.bound, self.mapping)
-        self._lut = lut.reshape(256, 1)  # cv2.LUT's table: 256 entries, float32 out
+    def _open(self, facts: dict | None, layout: dict) -> None:
+        if facts is None:
+            try:
+                facts = {k: self.h5.attrs[k] for k in VIDEO_FACTS}
+            except KeyError as e:
+                raise StoreError(f"{self.path}: attribute {e} missing (damaged or not a flowprep video file)") from None
+            self._source = "its attributes"
+        else:
+            self._source = "the store's index.json"
+        self.num_frames, self.height, self.width = (int(facts[k]) for k in ("num_frames", "height", "width"))
+        self.rgb_format, self.flow_format = str(facts["rgb_format"]), str(facts["flow_format"])
+        self.bound, self.mapping = float(facts["bound"]), str(facts["mapping"])
+        self._size = os.fstat(self._fd).st_size
+        self._layout = layout
+        self._datasets: dict[str, tuple] = {}  # name -> (h5py.Dataset or None, _HeapReader or None)
+        self._lut = None
 
-    def _check_layout(self) -> None:
-        """Refuse a file whose datasets disagree with its ``num_frames`` (before any read allocates)."""
-        for name, d in self.datasets.items():
-            want = self.num_frames if name == "rgb" else self.num_frames - 1
-            if self.num_frames < 1 or d.shape[:1] != (want,):
-                raise StoreError(f"{self.path}: {name} holds {d.shape[0] if d.shape else 0} items but num_frames "
-                                 f"{self.num_frames} says {want} (damaged file)")
+    @property
+    def h5(self) -> h5py.File:
+        """The h5py handle (opened on first use)."""
+        if self._h5 is None:
+            try:
+                self._h5 = open_h5(self.path)
+            except (OSError, ValueError) as e:
+                raise StoreError(f"{self.path}: unreadable HDF5 file ({e})") from None
+        return self._h5
+
+    def dataset(self, name: str) -> h5py.Dataset:
+        """The h5py dataset ``name``, its length checked against ``num_frames``."""
+        d = self._dataset(name)[0]
+        return d if d is not None else self._open_dataset(name)[0]
+
+    def _dataset(self, name: str) -> tuple:
+        got = self._datasets.get(name)
+        if got is None:
+            known = self._layout.get(name)
+            if known is not None:  # found by an earlier open of this file: no HDF5 needed
+                got = None, _HeapReader(self._fd, known[0], known[1], name, self._size, self.path)
+                self._datasets[name] = got
+            else:
+                got = self._open_dataset(name)
+        return got
+
+    def _open_dataset(self, name: str) -> tuple:
+        try:
+            dsid = h5py.h5d.open(self.h5.id, name.encode())
+        except KeyError:
+            raise StoreError(f"{self.path}: dataset {name!r} missing (damaged file)") from None
+        self._check_dataset(name, dsid)
+        heap = None
+        if "direct" not in self._layout:
+            self._layout["direct"] = _HeapReader.file_supported(self._fd)
+        offset = _HeapReader.locate_table(dsid) if self._layout["direct"] else None
+        if offset is not None:
+            heap = _HeapReader(self._fd, offset, dsid.shape[0], name, self._size, self.path)
+            self._layout[name] = offset, dsid.shape[0]
+        got = self._datasets[name] = h5py.Dataset(dsid), heap
+        return got
+
+    def _check_dataset(self, name: str, dsid: h5py.h5d.DatasetID) -> None:
+        """Refuse a dataset whose length disagrees with ``num_frames`` (before any read allocates)."""
+        want = self.num_frames if name == "rgb" else self.num_frames - 1
+        if self.num_frames < 1 or dsid.shape[:1] != (want,):
+            raise StoreError(f"{self.path}: {name} holds {dsid.shape[0] if dsid.shape else 0} items but num_frames "
+                             f"{self.num_frames} (from {self._source}) says {want} (damaged file)")
 
     def items(self, name: str, idx: list[int]) -> list[np.ndarray]:
         """Items ``idx`` of dataset ``name`` as stored (encoded bytes, or arrays in the raw formats)."""
-        heap = self._heap.get(name)
+        d, heap = self._dataset(name)
         if heap is not None:
             return heap.read(idx)
-        d = self.datasets[name]
         if idx == list(range(idx[0], idx[-1] + 1)):  # one read of a contiguous range
             return list(d[idx[0]:idx[-1] + 1])
         return [d[i] for i in idx]
@@ -395,13 +493,20 @@ class VideoFile:
         items = self.items("rgb", idx)
         if self.rgb_format == "raw":
             return np.stack(items)
-        return np.stack([self._image(b, cv2.IMREAD_COLOR_RGB) for b in items])
+        if len(items) == 1:  # a 2D spatial stream's read: no copy
+            return self._image(items[0], cv2.IMREAD_COLOR_RGB)[None]
+        out = np.empty((len(items), self.height, self.width, 3), np.uint8)
+        for k, b in enumerate(items):
+            out[k] = self._image(b, cv2.IMREAD_COLOR_RGB)
+        return out
 
     def flow(self, idx: list[int]) -> np.ndarray:
         """(K, H, W, 2) float32 pixels."""
         if self.flow_format == "float16":
             return np.stack(self.items("flow", idx)).astype(np.float32)
         codes = self.flow_codes(idx)
+        if self._lut is None:  # cv2.LUT's table: 256 entries, float32 out
+            self._lut = dequantize(np.arange(256, dtype=np.uint8), self.bound, self.mapping).reshape(256, 1)
         return cv2.LUT(codes.reshape(len(idx), -1), self._lut).reshape(codes.shape)
 
     def flow_codes(self, idx: list[int]) -> np.ndarray:
@@ -424,7 +529,12 @@ class VideoFile:
         return img
 
     def close(self) -> None:
-        self.h5.close()
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Store:
@@ -450,6 +560,8 @@ class Store:
         self._entries = {v["id"]: v for v in self.manifest["videos"]}
         index = self.root / "index.json"
         self._index: dict = read_json(index) if index.is_file() else {}
+        self._settings = {k: self.config[k] for k in VIDEO_FACTS if k in self.config}
+        self._layouts: dict[str, dict] = {}  # vid -> where its datasets lie (plain data: kept across forks)
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()
         self._pid = os.getpid()
@@ -482,7 +594,7 @@ class Store:
         """Stored RGB frames T of a video; it has T - 1 flow frames."""
         if vid in self._index:
             return self._index[vid]["num_frames"]
-        return self._video(vid).num_frames
+        return self.video(vid).num_frames
 
     def attrs(self, vid: str) -> dict:
         return dict(self._file(vid).attrs)
@@ -507,12 +619,12 @@ class Store:
 
     def frames(self, vid: str, indices) -> np.ndarray:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
-        v = self._video(vid)
+        v = self.video(vid)
         return v.frames(self._check(vid, indices, v.num_frames, "frame"))
 
     def flow(self, vid: str, indices) -> np.ndarray:
         """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
-        v = self._video(vid)
+        v = self.video(vid)
         return v.flow(self._check(vid, indices, v.num_frames - 1, "flow frame"))
 
     def _check(self, vid, indices, n, what) -> list[int]:
@@ -524,7 +636,7 @@ class Store:
             raise IndexError(f"{vid}: {what} index {bad} out of range (it has {n})")
         return idx
 
-    def _video(self, vid: str) -> VideoFile:
+    def video(self, vid: str) -> VideoFile:
         """The open :class:`VideoFile` of ``vid`` in this process (opened, and checked, once)."""
         if os.getpid() != self._pid:  # inherited by a forked worker: never share HDF5 handles across processes
             self._files = OrderedDict()
@@ -534,8 +646,12 @@ class Store:
             self._files.move_to_end(vid)
             return v
         path = video_path(self.root, vid)
+        entry = self._index.get(vid)
+        facts = {**self._settings, **entry} if entry is not None else None
+        if facts is not None and any(k not in facts for k in VIDEO_FACTS):
+            facts = None  # an older store.json or index entry: read the file's attributes
         try:
-            v = VideoFile(path)
+            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}))
         except (OSError, ValueError) as e:
             if not path.is_file():
                 raise StoreError(f"{path}: video {vid!r} is not in the store") from None
@@ -546,7 +662,7 @@ class Store:
         return v
 
     def _file(self, vid: str) -> h5py.File:
-        return self._video(vid).h5
+        return self.video(vid).h5
 
     def close(self) -> None:
         if os.getpid() == self._pid:

@@ -25,10 +25,15 @@ def _video_file(path, num_frames=6, size=(40, 32), **kw) -> np.ndarray:
     return frames, codes
 
 
-def _store(tmp_path, **kw):
+def _store(tmp_path, index=True, **kw):
+    """A store of one video; with ``index``, its index.json and store.json describe it as extraction writes them."""
     root = tmp_path / "st"
     frames, codes = _video_file(root / "videos" / "A" / "v.avi.h5", **kw)
-    write_json_atomic(root / "store.json", {"schema": 1, "bound": 20.0})
+    settings = {"rgb_format": kw.get("rgb_format", "jpeg"), "flow_format": kw.get("flow_format", "jpeg"),
+                "mapping": "symmetric"}
+    write_json_atomic(root / "store.json", {"schema": 1, "bound": 20.0, **(settings if index else {})})
+    if index:
+        write_json_atomic(root / "index.json", {"A/v.avi": {"num_frames": len(frames), "height": 32, "width": 40}})
     write_json_atomic(root / "manifest.json", {"classes": ["A"], "videos": [{"id": "A/v.avi", "label": 0}],
                                                "splits": {}})
     return Store(root), frames, codes
@@ -60,7 +65,8 @@ def test_items_are_what_h5py_reads(tmp_path, chunks):
     path = tmp_path / "v.h5"
     expected = _scattered_file(path, chunks)
     v = VideoFile(path)
-    assert bool(v._heap) == (chunks is None)  # the direct reader only where the layout allows it; h5py otherwise
+    # the direct reader only where the layout allows it; h5py otherwise
+    assert all((v._dataset(n)[1] is not None) == (chunks is None) for n in expected)
     for name, items in expected.items():
         n = len(items)
         for idx in [list(range(n)), [5, 1, 3, 3], list(range(n - 10, n)), [0], list(range(10, 20))[::-1]]:
@@ -68,6 +74,21 @@ def test_items_are_what_h5py_reads(tmp_path, chunks):
             assert len(got) == len(idx)
             for g, i in zip(got, idx):
                 np.testing.assert_array_equal(g, items[i])
+    v.close()
+
+
+def test_wrong_offset_predictions_are_caught_by_the_object_headers(tmp_path):
+    path = tmp_path / "v.h5"
+    _video_file(path, num_frames=12)
+    with h5py.File(path, "r") as f:
+        expected = {n: list(f[n][:]) for n in ("rgb", "flow_x")}
+    v = VideoFile(path)
+    for name, items in expected.items():
+        heap = v._dataset(name)[1]
+        assert len(heap._predicted) >= len(items) // 2  # a freshly written file is mostly predictable
+        heap._predicted = {i: o + 8 * (i % 3) for i, o in heap._predicted.items()}  # two in three now wrong
+        for g, want in zip(heap.read(list(range(len(items)))), items):
+            np.testing.assert_array_equal(g, want)
     v.close()
 
 
@@ -85,7 +106,7 @@ def test_neighbouring_items_come_from_one_read(tmp_path, monkeypatch):
 
 
 def test_reads_touch_no_attribute_after_the_open(tmp_path, monkeypatch):
-    st, frames, codes = _store(tmp_path)
+    st, frames, codes = _store(tmp_path, index=False)
     st.frames("A/v.avi", [0])
     reads = []
     get = h5py.AttributeManager.__getitem__
@@ -132,17 +153,53 @@ def test_damaged_entries_are_named_errors_in_bounded_memory(tmp_path, name, entr
     assert "v.avi.h5" in str(e.value)
 
 
+def test_the_store_index_spares_every_attribute_read_and_is_checked(tmp_path, monkeypatch):
+    st, frames, _ = _store(tmp_path)
+    index = {"A/v.avi": {"num_frames": 6, "height": 32, "width": 40}}
+    reads = []
+    get = h5py.AttributeManager.__getitem__
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", lambda self, k: reads.append(k) or get(self, k))
+    assert Store(st.root).frames("A/v.avi", [5]).shape == (1, 32, 40, 3) and reads == []
+    index["A/v.avi"]["num_frames"] = 5  # a stale or damaged index is caught by the dataset lengths
+    write_json_atomic(st.root / "index.json", index)
+    with pytest.raises(StoreError, match=r"v.avi.h5: rgb holds 6 items but num_frames 5 \(from the store's index.json\)"):
+        Store(st.root).frames("A/v.avi", [0])
+
+
 def test_dataset_lengths_are_checked_once_at_open(tmp_path):
-    st, _, _ = _store(tmp_path)
+    st, _, _ = _store(tmp_path, index=False)
     with h5py.File(st.root / "videos" / "A" / "v.avi.h5", "r+") as f:
         f.attrs["num_frames"] = 10 ** 9
-    with pytest.raises(StoreError, match=r"v.avi.h5: rgb holds 6 items but num_frames 1000000000 says 1000000000"):
+    with pytest.raises(StoreError, match=r"v.avi.h5: rgb holds 6 items but num_frames 1000000000 \(from its attributes\)"):
         st.frames("A/v.avi", [0])
 
 
 def test_stored_image_of_another_size_is_named(tmp_path):
-    st, _, _ = _store(tmp_path)
+    st, _, _ = _store(tmp_path, index=False)
     with h5py.File(st.root / "videos" / "A" / "v.avi.h5", "r+") as f:
         f.attrs["width"] = 41
     with pytest.raises(StoreError, match=r"v.avi.h5: a stored image holds a 40x32 image, not 41x32"):
         st.frames("A/v.avi", [0])
+
+
+def test_a_reopened_file_needs_no_hdf5_open(tmp_path, monkeypatch):
+    st, _, _ = _store(tmp_path)
+    first = st.flow("A/v.avi", [2, 3])
+    st.close()  # as the open-file cache does on a dataset larger than it
+    opened = []
+    real = h5py.File
+    monkeypatch.setattr(h5py, "File", lambda *a, **k: opened.append(a) or real(*a, **k))
+    np.testing.assert_array_equal(st.flow("A/v.avi", [2, 3]), first)
+    assert opened == []  # facts and dataset locations from the first open, the items by pread
+
+
+def test_a_file_with_a_user_block_is_read_through_h5py(tmp_path):
+    path = tmp_path / "ub.h5"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.attrs.update({**ATTRS, "num_frames": 2, "height": 8, "width": 8, "rgb_format": "jpeg", "flow_format": "jpeg"})
+        d = f.create_dataset("rgb", (2,), dtype=h5py.vlen_dtype(np.uint8))
+        d[0], d[1] = np.arange(5, dtype=np.uint8), np.arange(9, dtype=np.uint8)
+    v = VideoFile(path)
+    assert v._dataset("rgb")[1] is None
+    assert [len(b) for b in v.items("rgb", [1, 0])] == [9, 5]
+    v.close()
