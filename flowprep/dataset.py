@@ -325,7 +325,7 @@ def read_list(path, format: str = "auto") -> ListFile:
     Raises:
         DatasetError: the file is not readable as its format, has several labels on a line (multi-label lists
             are not supported: the store and training hold one label per video), or has no label on any line
-            (an unlabelled list, such as a test set without annotations, cannot train or evaluate).
+            (an unlabelled list, such as a test set without annotations, cannot train or evaluate), or no entries.
     """
     path = Path(path)
     fmt = detect_list_format(path) if format == "auto" else format
@@ -334,7 +334,9 @@ def read_list(path, format: str = "auto") -> ListFile:
     parser = {"video": _video_lines, "rawframes": _rawframe_lines, "kinetics": _kinetics_csv, "ssv2": _ssv2_json}[fmt]
     out = ListFile(path, fmt, [], [])
     unlabelled = parser(path, out)
-    if unlabelled and not out.entries and len(unlabelled) == len(out.problems):
+    if not out.entries and not out.problems:
+        raise DatasetError(f"{path}: no entries in it (an empty {fmt} list)")
+    if unlabelled and not out.entries:
         more = ", ..." if len(unlabelled) > 1 else ""
         raise DatasetError(f"{path}: no label on any line ({unlabelled[0]}{more}): unlabelled lists (such "
                            f"as a test set without annotations) are not supported; flowprep needs a label per video")

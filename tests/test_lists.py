@@ -163,11 +163,13 @@ def test_bom_and_crlf_in_every_list_and_class_file(tmp_path):
     assert messy.classes == clean.classes == ["A", "B"]
     assert messy.splits == clean.splits and messy.problems == clean.problems == []
     root = _touch(tmp_path / "r", "A/a0.avi", "B/b0.avi")
-    for name, text in (("l.txt", "A/a0.avi 0\nB/b0.avi 1\n"), ("l.csv", "label,youtube_id,time_start,time_end\n")):
+    for name, text in (("l.txt", "A/a0.avi 0\nB/b0.avi 1\n"), ("l.csv", "label,youtube_id,time_start,time_end\n"
+                                                                       "a b,x,1,2\n")):
         _write(tmp_path / name, text, bom=True, crlf=True)
     ds = discover(root, list_file=tmp_path / "l.txt")
     assert [(v.id, v.label) for v in ds.videos] == [("A/a0.avi", 0), ("B/b0.avi", 1)] and not ds.problems
-    assert read_list(tmp_path / "l.csv").entries == []  # the BOM is not part of the first column's name
+    # The BOM is not part of the first column's name, nor CR of the last field.
+    assert read_list(tmp_path / "l.csv").entries == [ListEntry("x_000001_000002", "a b", "l.csv line 2", exact=False)]
     classes = _write(tmp_path / "c.txt", "1 B\n2 A\n", bom=True, crlf=True)
     assert read_class_index(classes) == ["B", "A"]
 
@@ -244,8 +246,7 @@ def test_kinetics_csv(tmp_path):
         ("missing_1_000005_000015", "abseiling", "train.csv line 5")]
     assert lf.problems == [{"id": "badtime", "problem": "train.csv line 6: time 'x' is not a number"},
                            {"id": "nolabel_000000_000010", "problem": "train.csv line 7: no label"}]
-    val = _write(tmp_path / "validate.csv", "label,youtube_id,time_start,time_end,split\n")
-    ds = discover(root, DatasetSource(train_list=tmp_path / "train.csv", val_list=val))
+    ds = discover(root, DatasetSource(train_list=tmp_path / "train.csv"))
     assert ds.classes == ["abseiling", "playing bass guitar", "tying knot (not on a tie, bow)"]  # sorted names
     assert [(v.id, v.class_name) for v in ds.videos] == [
         ("playing bass guitar/abc-123_XY_000014_000024.mp4", "playing bass guitar"),
@@ -256,6 +257,8 @@ def test_kinetics_csv(tmp_path):
     assert len(ds.problems) == 3
     with pytest.raises(DatasetError, match="test.csv:1: no label column: unlabelled lists"):
         read_list(_write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\nabc,0,10,test\n"))
+    with pytest.raises(DatasetError, match="validate.csv: no entries in it"):
+        read_list(_write(tmp_path / "validate.csv", "label,youtube_id,time_start,time_end,split\n"))
     with pytest.raises(DatasetError, match="other.csv:1: not a Kinetics CSV"):
         read_list(_write(tmp_path / "other.csv", "a,b\n1,2\n"))
 
