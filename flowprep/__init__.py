@@ -6,7 +6,7 @@ The pipeline, one module per stage::
     flow.py     -> dense optical flow methods behind a small registry (tvl1_torch.py: our batched TV-L1)
     groundtruth.py -> a flow benchmark with exact ground truth (photographs moved by known motions)
     quantize.py -> flow <-> uint8 mappings
-    dataset.py  -> discover labelled videos and splits under a dataset root
+    dataset.py  -> discover labelled videos and splits under a dataset root: class folders, split files, list files
     store.py    -> the on-disk store (one HDF5 file per video) and its reader
     extract.py  -> parallel, resumable extraction of a whole dataset (cluster.py: on a Dask cluster)
     rawframes.py-> import frame folders of denseflow / mmaction2 / TSN into a store, export a store to them
