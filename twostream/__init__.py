@@ -6,6 +6,7 @@ The stages after ``flowprep``, one module per concern::
     transforms.py  -> TSN augmentation: multi-scale corner crops, flips that negate flow x, test crops
     models/        -> ResNet streams and the video classifiers, built by name; 2D -> 3D inflation
     pretrained.py  -> --pretrained imagenet|kinetics400: torchvision's files, downloaded into the hub cache
+    convert.py     -> mmaction2 / torchvision-reference checkpoints -> our state dicts, checked complete
     train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
     evaluate.py    -> multi-clip, multi-crop evaluation and score files
     fuse.py        -> late fusion of score files

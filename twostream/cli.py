@@ -1,4 +1,4 @@
-"""The ``twostream`` command: train, evaluate, fuse, predict, models."""
+"""The ``twostream`` command: train, evaluate, fuse, predict, convert, models."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--json", action="store_true", help="print JSON")
 
+    c = sub.add_parser("convert", help="convert an mmaction2 or torchvision-reference checkpoint to a plain state dict",
+                       description="Convert another tool's checkpoint (mmaction2 recognizer: TSN ResNet-18/34/50, "
+                       "R3D-18, R(2+1)D-18 where the names map; torchvision video-classification reference: "
+                       "checkpoint.pth) into a state dict with twostream's names, checked to fill the model exactly. "
+                       "Use the output with 'twostream train --pretrained OUT'.")
+    c.add_argument("checkpoint", help="the other tool's checkpoint file")
+    c.add_argument("-o", "--out", required=True, help="state dict to write (.pth)")
+    c.add_argument("--from", dest="source", choices=("auto", "mmaction2", "torchvision-reference"), default="auto",
+                   help="the tool that wrote it (default: detect)")
+    c.add_argument("--arch", choices=sorted(ARCH_INPUT),
+                   help="twostream arch to convert to (default: inferred from the names, or the reference's --model)")
+
     sub.add_parser("models", help="list the model choices with parameter counts")
     return p
 
@@ -150,6 +162,18 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_convert(a) -> int:
+    from .convert import convert_checkpoint, save_state_dict
+
+    c = convert_checkpoint(a.checkpoint, source=a.source, arch=a.arch)
+    save_state_dict(c.state_dict, a.out)
+    print(f"{c.source} -> {c.arch} ({c.num_classes} classes, {c.in_channels} input channels, width {c.base_width}): "
+          f"{len(c.state_dict)} entries -> {a.out}")
+    for key, why in c.ignored.items():
+        print(f"  left out {key}: {why}")
+    return 0
+
+
 def cmd_models(a) -> int:
     from .models import ARCH_INPUT, DESCRIPTIONS, build_model, count_parameters
 
@@ -168,7 +192,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
-                "models": cmd_models}
+                "convert": cmd_convert, "models": cmd_models}
     try:
         return commands[a.command](a)
     except (CheckpointError, StoreError, VideoError, ValueError, OSError) as e:
