@@ -7,6 +7,7 @@ The stages after ``flowprep``, one module per concern::
     models/        -> ResNet streams and the video classifiers, built by name; 2D -> 3D inflation
     pretrained.py  -> --pretrained imagenet|kinetics400: torchvision's files, downloaded into the hub cache
     convert.py     -> mmaction2 / torchvision-reference checkpoints -> our state dicts, checked complete
+    export.py      -> ONNX / TorchScript with the input layout in the file's metadata
     train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
     evaluate.py    -> multi-clip, multi-crop evaluation and score files
     fuse.py        -> late fusion of score files

@@ -1,4 +1,4 @@
-"""The ``twostream`` command: train, evaluate, fuse, predict, convert, models."""
+"""The ``twostream`` command: train, evaluate, fuse, predict, convert, export, models."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--arch", choices=sorted(ARCH_INPUT),
                    help="twostream arch to convert to (default: inferred from the names, or the reference's --model)")
 
+    x = sub.add_parser("export", help="export a checkpoint's network to ONNX or TorchScript",
+                       description="Write the network of a checkpoint (any --arch) to ONNX (.onnx) or TorchScript (.pt), "
+                       "batch size free, with the input layout (channels, frames, size, RGB mean/std or flow bound "
+                       "and mean subtraction, the store's frame and flow settings, the classes) in its metadata.")
+    x.add_argument("checkpoint", help="a best.pt or last.pt")
+    x.add_argument("-o", "--out", required=True, help="file to write: .onnx or .pt")
+    x.add_argument("--format", choices=("onnx", "torchscript"), help="(default: from the suffix of --out)")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+
     sub.add_parser("models", help="list the model choices with parameter counts")
     return p
 
@@ -174,6 +183,15 @@ def cmd_convert(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .export import export_checkpoint
+
+    m = export_checkpoint(a.checkpoint, a.out, fmt=a.format, opset=a.opset)
+    print(f"{m['arch']} {m['stream']} -> {a.out}: input '{m['input_name']}' {m['layout']} "
+          f"{'x'.join(map(str, m['input_shape']))}, output '{m['output_name']}' logits over {len(m['classes'])} classes")
+    return 0
+
+
 def cmd_models(a) -> int:
     from .models import ARCH_INPUT, DESCRIPTIONS, build_model, count_parameters
 
@@ -192,7 +210,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
-                "convert": cmd_convert, "models": cmd_models}
+                "convert": cmd_convert, "export": cmd_export, "models": cmd_models}
     try:
         return commands[a.command](a)
     except (CheckpointError, StoreError, VideoError, ValueError, OSError) as e:
