@@ -108,3 +108,25 @@ def test_cli_errors_are_one_line(store, tmp_path, capsys):
     assert rc == 2 and "not a flowprep store" in capsys.readouterr().err
     rc = main(["train", "--store", str(store), "-o", str(tmp_path / "r"), "--split", "7", "--device", "cpu"])
     assert rc == 2 and "no split 7" in capsys.readouterr().err
+
+
+def test_quiet_prints_only_the_result_line(store, tmp_path):
+    """``--quiet``: no progress bar and no line per epoch, from train and evaluate: one result line each."""
+    import subprocess
+    import sys
+
+    common = ["--workers", "0", "--device", "cpu", "--quiet"]
+    r = subprocess.run([sys.executable, "-m", "twostream", "train", "--store", str(store), "-o", str(tmp_path / "q"),
+                        "--stream", "temporal", "--num-frames", "4", "--input-size", "24", "--width", "8",
+                        "--epochs", "2", "--batch-size", "4", "--val-clips", "1", *common],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout + r.stderr).strip().splitlines() == [r.stdout.strip()], r.stdout + r.stderr
+    assert r.stdout.startswith("trained temporal resnet18")
+    assert len((tmp_path / "q" / "log.csv").read_text().splitlines()) == 3  # the epochs are still logged
+    r = subprocess.run([sys.executable, "-m", "twostream", "evaluate", "--checkpoint", str(tmp_path / "q" / "last.pt"),
+                        "--store", str(store), "-o", str(tmp_path / "s.npz"), "--clips", "1", "--crops", "1", *common],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert len(lines) == 1 and " videos: clip top1 " in lines[0], lines

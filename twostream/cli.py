@@ -1,4 +1,4 @@
-"""The ``twostream`` command: train, evaluate, fuse, predict, convert, export, models."""
+"""The ``twostream`` command: train, evaluate, fuse, report, predict, convert, export, models."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-mean-subtraction", action="store_true", help="keep the mean flow of each field")
     t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb (needs tensorboard)")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--quiet", action="store_true", help="no progress bars and no line per epoch: only the final "
+                   "result line, warnings and errors (the per-epoch figures are still written to RUN_DIR/log.csv)")
 
     e = sub.add_parser("evaluate", help="score the test videos with multi-clip, multi-crop averaging")
     e.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
@@ -72,13 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--device", default="auto")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar: only the result line, warnings and errors")
 
     f = sub.add_parser("fuse", help="late-fuse score files by (weighted) averaging")
     f.add_argument("scores", nargs="+", help="score files written by 'twostream evaluate'")
     f.add_argument("--weights", type=float, nargs="+", help="one weight per score file (default: equal)")
     f.add_argument("--report", help="write the table as JSON here")
     f.add_argument("-o", "--out", help="also write the fused scores (.npz)")
+    f.add_argument("--confusion", metavar="PNG", help="write the fused confusion matrix here (default: "
+                   "<out stem>_confusion.png beside --out, else fused_confusion.png beside --report)")
+
+    rp = sub.add_parser("report", help="write one self-contained HTML page of the results",
+                        description="Fuse the streams' score files and write one HTML file (images inline, no network "
+                        "needed): accuracy table and run settings, per-class accuracy sorted by what fusion gains, "
+                        "confusion matrices and most confused pairs, the worst test videos with their frames, flow "
+                        "and each stream's top 3, and the training curves.")
+    rp.add_argument("scores", nargs="+", help="score files written by 'twostream evaluate'")
+    rp.add_argument("-o", "--out", required=True, metavar="HTML", help="the page to write")
+    rp.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="the run directory of each score file (default: the "
+                    "score file's directory when it holds the run's config.json or log.csv)")
+    rp.add_argument("--store", help="the flowprep store of the test videos (default: the one the runs recorded)")
+    rp.add_argument("--weights", type=float, nargs="+", help="one fusion weight per score file (default: equal)")
+    rp.add_argument("--worst", type=int, default=8, metavar="K", help="show the K worst test videos (default: 8)")
+    rp.add_argument("--frames", type=int, default=5, help="frames in each worst video's strip (default: 5)")
+    rp.add_argument("--listed", type=int, default=15, metavar="N",
+                    help="classes in the largest gains / losses lists and confused pairs per matrix (default: 15)")
+    rp.add_argument("--title", default="twostream results")
 
     r = sub.add_parser("predict", help="classify a raw video with one or both streams")
     r.add_argument("video")
@@ -132,7 +152,14 @@ def cmd_train(a) -> int:
                       samples_per_video=a.samples_per_video, workers=a.workers, device=a.device, amp=not a.no_amp,
                       channels_last=not a.no_channels_last, seed=a.seed, val_clips=a.val_clips,
                       subtract_mean=not a.no_mean_subtraction, tensorboard=a.tensorboard, resume=a.resume)
-    row = train(cfg, progress=not a.quiet)
+    logger = logging.getLogger("twostream")
+    level = logger.level
+    if a.quiet:  # the per-epoch lines and the note on pretrained weights are INFO messages of this package
+        logger.setLevel(logging.WARNING)
+    try:
+        row = train(cfg, progress=not a.quiet)
+    finally:
+        logger.setLevel(level)
     if _rank() == 0:
         print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
               f"best {row['best_val_video_acc']:.3f} -> {a.out}")
@@ -153,8 +180,22 @@ def cmd_evaluate(a) -> int:
 def cmd_fuse(a) -> int:
     from .fuse import format_table, fuse_files
 
-    result = fuse_files(a.scores, a.weights, a.report, a.out)
+    result = fuse_files(a.scores, a.weights, a.report, a.out, a.confusion)
     print(format_table(result))
+    if "confusion" in result:
+        print(f"fused confusion matrix -> {result['confusion']}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .fuse import format_table
+    from .report import ReportConfig, write_report
+
+    cfg = ReportConfig(scores=a.scores, runs=a.runs, store=a.store, weights=a.weights, worst=a.worst,
+                       strip_frames=a.frames, listed=a.listed, title=a.title)
+    result = write_report(cfg, a.out)
+    print(format_table(result))
+    print(f"report -> {a.out}" + ("" if result["store_shown"] else f" (no frames: {result['store']})"))
     return 0
 
 
@@ -210,7 +251,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
-                "convert": cmd_convert, "export": cmd_export, "models": cmd_models}
+                "convert": cmd_convert, "export": cmd_export, "models": cmd_models, "report": cmd_report}
     try:
         return commands[a.command](a)
     except (CheckpointError, StoreError, VideoError, ValueError, OSError) as e:

@@ -46,19 +46,41 @@ def fuse(score_sets: list[Scores], weights: list[float] | None = None, names: li
     return Scores(fused.astype(np.float32), ref.labels, ref.video_ids, ref.classes, "fused")
 
 
-def fuse_files(paths: list, weights: list[float] | None = None, report=None, out=None) -> dict:
-    """Fuse score files; returns (and optionally writes as JSON) ``{"streams": {...}, "fused": {...}, "weights": [...]}``."""
+def load_score_files(paths: list) -> tuple[list[str], list[Scores]]:
+    """Read score files; returns (a unique name for each, from its stream or file name; the Scores)."""
     sets = [Scores.load(p) for p in paths]
-    names = _unique_names([s.name or Path(p).stem for s, p in zip(sets, paths)])
+    return _unique_names([s.name or Path(p).stem for s, p in zip(sets, paths)]), sets
+
+
+def fuse_files(paths: list, weights: list[float] | None = None, report=None, out=None, confusion=None) -> dict:
+    """Fuse score files; returns (and optionally writes as JSON) ``{"streams": {...}, "fused": {...}, "weights": [...]}``.
+
+    ``out``: also write the fused scores (.npz). ``confusion``: write the fused confusion matrix as a PNG there;
+    when it is None, it goes beside ``out`` as ``<out stem>_confusion.png`` (as ``evaluate`` names its own), else
+    beside ``report`` as ``fused_confusion.png``, else nowhere. The path written is ``result["confusion"]``.
+    """
+    names, sets = load_score_files(paths)
     fused = fuse(sets, weights, [f"{n} ({p})" for n, p in zip(names, paths)])
     result = {"streams": {n: metrics(s.scores, s.labels) for n, s in zip(names, sets)},
               "fused": metrics(fused.scores, fused.labels),
               "weights": list(weights) if weights is not None else [1.0] * len(sets),
               "videos": int(len(fused.labels))}
+    if confusion is None and out:
+        confusion = Path(out).with_name(Path(out).stem + "_confusion.png")
+    elif confusion is None and report:
+        confusion = Path(report).with_name("fused_confusion.png")
     if report:
         Path(report).write_text(json.dumps(result, indent=1))
     if out:
         fused.save(out)
+    if confusion:
+        from .evaluate import confusion_matrix
+        from .plots import save_confusion
+
+        weights_text = " : ".join(f"{w:g}" for w in result["weights"])
+        save_confusion(confusion_matrix(fused.scores, fused.labels, len(fused.classes)), fused.classes, confusion,
+                       title=f"fused ({' + '.join(names)}, weights {weights_text})")
+        result["confusion"] = str(confusion)
     return result
 
 
