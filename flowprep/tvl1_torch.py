@@ -232,15 +232,32 @@ def _selection_network(n: int, rank: int) -> tuple[tuple[int, int, bool, bool], 
     return tuple(reversed(kept))
 
 
+# Eager median filtering holds up to k*k flow-sized temporaries (the network's wires) at once: 25 for
+# 5x5, which at 340x256 is 17 MB per pair, 1.1 GB for a batch of 64, more than the rest of the solver.
+# Filtering the batch in slices whose wires fit this many bytes bounds that (bench/tvl1_memory.py).
+MEDIAN_SLICE_BYTES = 128 * 2**20
+
+
 def median_filter(u: torch.Tensor, k: int, compile: bool = False) -> torch.Tensor:
     """k x k median of each channel of ``(B, C, H, W)``, replicated borders (``cv2.medianBlur``).
 
     A selection network of elementwise min/max over the k*k shifted views of the padded input:
     ten times faster than ``unfold(...).median()`` on the CPU, with no (B, C, H, W, k*k) copy, and
-    ``torch.compile`` fuses it into one kernel.
+    ``torch.compile`` fuses it into one kernel. Run eagerly, it filters the batch in slices so that
+    its temporaries stay under :data:`MEDIAN_SLICE_BYTES` (each pair is filtered on its own, so the
+    slicing changes no value).
     """
     network = _selection_network(k * k, (k * k) // 2)
-    return _maybe_compiled(_median_by_network, compile)(u, k, network)
+    if compile:  # fused into one kernel: no temporaries to bound
+        return _maybe_compiled(_median_by_network, True)(u, k, network)
+    per_pair = k * k * u[:1].numel() * u.element_size()
+    step = max(1, MEDIAN_SLICE_BYTES // per_pair)
+    if step >= len(u):
+        return _median_by_network(u, k, network)
+    out = torch.empty_like(u)
+    for s in range(0, len(u), step):
+        out[s : s + step] = _median_by_network(u[s : s + step], k, network)
+    return out
 
 
 def _median_by_network(u: torch.Tensor, k: int, network: tuple) -> torch.Tensor:
@@ -278,7 +295,7 @@ def _primal_dual_step(
     grad: torch.Tensor,    # (B, H, W) |grad I1(x + u0)|^2
     rho_c: torch.Tensor,   # (B, H, W) I1(x + u0) - grad I1(x + u0) . u0 - I0
     active: torch.Tensor,  # (B,) bool, pairs still iterating in this warp
-    tol: float,            # epsilon^2 * H * W
+    tol: int,              # epsilon^2 * H * W, in the fixed-point units of _update_size
     l_t: float,
     theta: float,
     taut: float,
@@ -301,7 +318,7 @@ def _primal_dual_step(
     step = torch.clamp(-rho / grad32.clamp_min(_TINY), -l_t, l_t)
     v = u + step[:, None] * ivec32
     u_new = v + theta * _divergence(px32, py32)
-    err = (u_new - u).square().sum(dim=(1, 2, 3))  # (B,)
+    err = _update_size(u_new, u)  # (B,)
     ux, uy = _forward_gradient(u_new)
     norm = 1.0 + taut * torch.sqrt(ux * ux + uy * uy)
     px_new = ((px32 + taut * ux) / norm).to(px.dtype)
@@ -315,6 +332,25 @@ def _primal_dual_step(
         torch.where(m, py_new, py),
         active & (err > tol),
     )
+
+
+# The stopping test sums each pair's squared update in fixed point: integers add exactly, in any order, so
+# whether a pair stops does not depend on its batch, its device's reduction order or a compiled kernel's
+# (a float sum does: on 2 CPU threads 35 of 64 pairs at 340x256 got different last bits alone and in a
+# batch of 64). 2**-20 px^2 is ~1/50 of the per-pixel threshold epsilon^2 = 1e-4 at OpenCV's default;
+# a squared update is clamped at 2**11 px^2 (45 px in one iteration, far beyond what a step can move),
+# so the sum stays below 2**63 for frames of up to 2**30 pixels.
+_ERR_SCALE = 2.0**20
+_ERR_CLAMP = 2.0**11
+
+
+def _update_size(u_new: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B,) squared update of each pair, summed over channels and pixels, in units of 2**-20 px^2 (int64)."""
+    # In place on one temporary, rounded by adding 1/2 and truncating (torch.round costs 10x a multiply on
+    # the CPU): 2% of an iteration instead of 25%.
+    d = u_new - u
+    d.square_().mul_(_ERR_SCALE).add_(0.5).clamp_(max=_ERR_CLAMP * _ERR_SCALE)
+    return d.to(torch.int64).sum(dim=(1, 2, 3))
 
 
 _COMPILED: dict[object, object] = {}
@@ -343,7 +379,7 @@ def _solve_level(
     check_every: int,
 ) -> torch.Tensor:
     b, c, h, w = u.shape
-    tol = p.epsilon**2 * h * w
+    tol = round(p.epsilon**2 * h * w * _ERR_SCALE)  # in the fixed-point units of _update_size
     l_t = p.lambda_ * p.theta
     taut = p.tau / p.theta
     step_fn = _maybe_compiled(_primal_dual_step, compile)
@@ -499,7 +535,8 @@ def _resolve_device(device: str) -> torch.device:
 
 
 # batch_size 0 picks per device: 1 on the CPU, where a batch only adds the masked work of pairs
-# that converged early (run one process per core instead), and 64 on a GPU (~1 GB at 340x256).
+# that converged early (run one process per core instead), and 64 on a GPU (0.91 GB of tensors at 340x256,
+# bench/tvl1_memory.py).
 TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", batch_size=0, compile=False)
 _AUTO_BATCH = {"cpu": 1, "cuda": 64}
 

@@ -108,6 +108,34 @@ def test_median_filter_matches_torch_median_and_cv2(k):
         np.testing.assert_array_equal(ours, cv2.medianBlur(x, 5))
 
 
+def test_median_filter_in_slices_equals_the_whole_batch(monkeypatch):
+    # Slicing bounds the eager filter's temporaries (issue: 25 flow-sized wires for a whole batch).
+    import flowprep.tvl1_torch as T
+
+    u = torch.from_numpy(np.random.default_rng(1).normal(0, 3, (7, 2, 21, 23)).astype(np.float32))
+    whole = median_filter(u, 5)
+    monkeypatch.setattr(T, "MEDIAN_SLICE_BYTES", 25 * 2 * 21 * 23 * 4 * 3)  # 3 pairs per slice
+    assert torch.equal(median_filter(u, 5), whole)
+
+
+def test_stopping_quantity_does_not_depend_on_the_batch():
+    # A float sum over each pair's pixels rounds differently alone and in a batch (on 2 threads at this size,
+    # 9 of 16 pairs differ in their last bits), which can flip a pair's stop and so its flow. The fixed-point
+    # sum is exact: the same integer whatever the batch around it.
+    from flowprep.tvl1_torch import _update_size
+
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(16, 2, 256, 340, generator=g)
+    u_new = u + 0.05 * torch.randn(u.shape, generator=g)
+    alone = torch.cat([_update_size(u_new[i : i + 1], u[i : i + 1]) for i in range(16)])
+    assert alone.dtype == torch.int64
+    assert torch.equal(_update_size(u_new, u), alone)
+    assert torch.equal(_update_size(u_new[3:9], u[3:9]), alone[3:9])
+    # and it is the squared update to 2**-20 px^2 per element
+    exact = (u_new - u).double().square().sum(dim=(1, 2, 3)) * 2**20
+    assert torch.allclose(alone.double(), exact, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Behaviour
 
