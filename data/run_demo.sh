@@ -34,4 +34,7 @@ train spatial
 train temporal
 
 twostream fuse "$OUT/spatial/scores.npz" "$OUT/temporal/scores.npz" --report "$OUT/report.json"
-echo "report: $OUT/report.json; curves: $OUT/{spatial,temporal}/curves.png; confusion: $OUT/*/scores_confusion.png"
+twostream report "$OUT/spatial/scores.npz" "$OUT/temporal/scores.npz" -o "$OUT/report.html" --title "twostream demo" \
+  > /dev/null
+echo "open $OUT/report.html in a browser: the results page (table, per-class accuracy, confusion, worst videos" \
+     "with their flow, curves); also $OUT/report.json, $OUT/fused_confusion.png, $OUT/{spatial,temporal}/curves.png"

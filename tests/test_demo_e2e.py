@@ -1,9 +1,12 @@
-"""The README's main job, end to end at a smaller size: fusion beats each stream alone."""
+"""The README's main job, end to end at a smaller size: fusion beats each stream alone; the results page works in a
+real browser."""
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from headless import Chromium, check_report_page
 
 ROOT = Path(__file__).parents[1]
 
@@ -22,6 +25,14 @@ def test_demo_pipeline_fusion_beats_each_stream(tmp_path):
     # each stream alone is stuck near its designed ceiling (1/3 and 1/2 of the classes, plus luck on 24 videos)
     assert spatial < 0.6 and temporal < 0.7
     assert "fused" in r.stdout and (tmp_path / "demo" / "temporal" / "curves.png").is_file()
+    assert (tmp_path / "demo" / "fused_confusion.png").stat().st_size > 1000
+
+    # the results page, in a real headless browser: loads cleanly, every image there, the numbers the score files'
+    with Chromium() as browser:
+        info = check_report_page(browser, tmp_path / "demo" / "report.html",
+                                 [tmp_path / "demo" / s / "scores.npz" for s in ("spatial", "temporal")],
+                                 tmp_path / "report.png")
+    assert info["strips"] == 8 and info["images"] == 8 + 3 + 1  # 8 worst videos, 3 matrices, the curves
 
     # the whole path on a raw video: decode, flow as the store did, both streams, fusion
     video = next((tmp_path / "demo" / "videos" / "RedUp").glob("*.avi"))

@@ -11,6 +11,7 @@ The stages after ``flowprep``, one module per concern::
     train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
     evaluate.py    -> multi-clip, multi-crop evaluation and score files
     fuse.py        -> late fusion of score files
+    report.py      -> the HTML results page (plots.py: confusion matrices, training curves)
     predict.py     -> the whole path on one raw video
     cli.py         -> the ``twostream`` command
 """
