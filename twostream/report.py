@@ -6,13 +6,13 @@ the flowprep store the runs were trained on, fuses the scores as ``twostream fus
 Zisserman 2014: weighted averaging of class scores), and writes one HTML file with every image inline as a
 data URI: it needs no network and no other file. Sections:
 
-1. the accuracy of each stream and of the fusion (top-1, top-5, mean class) and the runs' settings;
+1. the accuracy of each stream and of the fusion (top-1, top-5, mean class), each run's main settings;
 2. per-class accuracy of each stream and of the fusion, sorted by what fusion gains over the best single
    stream, with the largest gains and losses listed first;
 3. the confusion matrix of the fusion and of each stream, and the most confused class pairs;
 4. the K test videos the fusion gets most wrong (lowest fused score for the true class): a strip of
    frames above their colour-coded flow with the colour key, the true class and each stream's top 3;
-5. the training curves of each run.
+5. the training curves of each run, and all the runs' settings side by side.
 
 At 101 (UCF101) or 400 (Kinetics) classes every list stays short and every long thing scrolls: the gains and
 losses tables list ``listed`` classes each, the full per-class table scrolls inside a box (sortable by any
@@ -255,16 +255,33 @@ def _bar(x: float, colour: str) -> str:
             f'transparent {100 * x:.1f}%)">{x:.3f}</td>')
 
 
+def run_summary(config: dict) -> str:
+    """One line of a run's main settings, e.g. ``resnet18, width 32, input 56, 8 epochs, batch 32, lr 0.02 sgd cosine``."""
+    if not config:
+        return "(no config.json)"
+    c = config
+    parts = [str(c.get("arch", "?")), f"width {c.get('base_width')}", f"input {c.get('input_size')}"]
+    if c.get("num_frames"):
+        parts.append(f"{c['num_frames']} frames")
+    parts += [f"{c.get('epochs')} epochs", f"batch {c.get('batch_size')}",
+              f"lr {c.get('lr')} {c.get('optimizer', '')} {c.get('schedule', '')}".strip(), f"dropout {c.get('dropout')}"]
+    if c.get("pretrained"):
+        parts.append(f"from {c['pretrained']}")
+    return ", ".join(parts)
+
+
 def summary_html(d: ReportData) -> str:
-    rows = [(n, metrics(s.scores, s.labels), p) for n, s, p in zip(d.names, d.streams, d.paths)]
+    rows = [(n, metrics(s.scores, s.labels), p, run_summary(r.config))
+            for n, s, p, r in zip(d.names, d.streams, d.paths, d.runs)]
     weights = " : ".join(f"{w:g}" for w in d.weights)
-    rows.append(("fused", metrics(d.fused.scores, d.fused.labels), f"weights {weights}"))
-    out = ['<table class="summary"><tr><th></th><th>top-1</th><th>top-5</th><th>mean class</th><th>from</th></tr>']
-    for name, m, src in rows:
+    rows.append(("fused", metrics(d.fused.scores, d.fused.labels), "", f"late fusion, weights {weights}"))
+    out = ['<table class="summary"><tr><th></th><th>top-1</th><th>top-5</th><th>mean class</th><th>run</th>'
+           '<th>scores</th></tr>']
+    for name, m, src, run in rows:
         cells = "".join(f'<td class="num" data-stream="{html.escape(name)}" data-metric="{k}" '
                         f'data-value="{m[k]:.9f}">{m[k]:.3f}</td>' for k in ("top1", "top5", "mean_class"))
         out.append(f'<tr class="{"fused" if name == "fused" else ""}"><th>{html.escape(name)}</th>{cells}'
-                   f'<td class="src">{html.escape(src)}</td></tr>')
+                   f'<td class="run">{html.escape(run)}</td><td class="src">{html.escape(src)}</td></tr>')
     out.append("</table>")
     out.append(f'<p class="note">{len(d.fused.labels)} test videos, {len(d.fused.classes)} classes. Top-5 is 1 by '
                f'definition when there are 5 classes or fewer. Mean class: the top-1 accuracy of each class, averaged '
@@ -413,7 +430,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;paddi
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1.05em;margin:1em 0 .3em}
 table{border-collapse:collapse;margin:.3em 0}th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}tr.fused th,tr.fused td{font-weight:bold}
-.src{color:#666;font-size:.85em}.note{color:#555;font-size:.9em}.warn{color:#a40}
+.src,.run{color:#555;font-size:.85em}.note{color:#555;font-size:.9em}.warn{color:#a40}
 tr.differs th,tr.differs td{background:#fff5d6}td.gain{color:#080;font-weight:bold}td.loss{color:#b00;font-weight:bold}
 .scroll{max-height:460px;overflow:auto;border:1px solid #ddd}
 .scroll thead th{position:sticky;top:0;background:#f4f4f4;cursor:pointer}
@@ -459,11 +476,10 @@ document.querySelectorAll('img.cm').forEach(img => {
 
 def render_html(d: ReportData, cfg: ReportConfig) -> str:
     """The whole page as one string."""
-    sections = [("Accuracy", summary_html(d)), ("Runs", settings_html(d)),
-                ("Per-class accuracy", classes_html(d, cfg.listed)),
+    sections = [("Accuracy", summary_html(d)), ("Per-class accuracy", classes_html(d, cfg.listed)),
                 ("Confusion", confusion_html(d, cfg.listed)),
                 (f"Worst {min(cfg.worst, len(d.fused.labels))} test videos", worst_html(d, cfg.worst, cfg.strip_frames)),
-                ("Training curves", curves_html(d))]
+                ("Training curves", curves_html(d)), ("Run settings", settings_html(d))]
     body = "\n".join(f'<section id="s{i}"><h2>{t}</h2>\n{h}</section>' for i, (t, h) in enumerate(sections))
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(cfg.title)}</title>'
