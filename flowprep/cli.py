@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--writers", type=int, metavar="N",
                    help="with the batched pipeline: threads that encode and write finished videos "
                    "(default: half the cores, 2 to 8)")
+    e.add_argument("--check", choices=("full", "quick"), default="full",
+                   help="how the finished videos of a resumed store are checked before they are trusted (a damaged "
+                   "one is extracted again): full (default) also recomputes each file's sha256, reading the whole "
+                   "store once; quick checks each file's structure and settings only (about 1 ms per file)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
     m = sub.add_parser("import-frames", help="build a store from frame folders made by denseflow, mmaction2 or "
@@ -153,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="summarise a store: videos, frames, classes, splits, settings, sizes, failures")
     i.add_argument("store")
-    v = sub.add_parser("verify", help="read every frame and flow of a store; exit 1 on any problem")
+    v = sub.add_parser("verify", help="check and read every frame and flow of a store; exit 1 on any problem",
+                       description="Check every video file of a store (structure, settings, sha256, image headers) "
+                       "and decode all its frames and flow; exit 1 on any problem. With --repair, extract the "
+                       "videos whose files fail again (from the dataset root and settings the store records), "
+                       "then exit 0 if they now pass.")
     v.add_argument("store")
+    v.add_argument("--repair", action="store_true", help="extract the damaged or missing videos again")
+    v.add_argument("--jobs", type=int, default=-1, help="worker processes for --repair (default: -1, one per core)")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     s = sub.add_parser("show", help="write a PNG of a video's frames above its colour-coded flow, with a colour key",
                        description="Write a PNG: evenly spaced frames of a stored video (numbered) above their "
@@ -202,13 +212,15 @@ def cmd_extract(a) -> int:
     try:
         s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, source=_dataset_source(a),
                             progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
-                            dask=a.dask, pipeline=pipeline)
+                            dask=a.dask, pipeline=pipeline, check=a.check)
     except ClusterError as e:
         print(f"flowprep: error: {e}", file=sys.stderr)
         return 2
     rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
     print(f"{s.done} extracted, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
           f"{s.pairs} flow pairs in {s.seconds:.1f} s ({rate:.1f} pairs/s) -> {a.output}")
+    if s.damaged:
+        print(f"{len(s.damaged)} damaged files were found and extracted again: {', '.join(sorted(s.damaged))}")
     if s.failed:
         print(f"{len(s.failed)} failed (recorded in {os.path.join(a.output, 'failed')}):", file=sys.stderr)
         for vid, why in sorted(s.failed.items()):
@@ -257,32 +269,44 @@ def cmd_export(a) -> int:
 
 
 def _sizes(store, ids, limit=20) -> tuple[float, float]:
-    """Mean stored bytes per frame for RGB and for flow, over up to ``limit`` videos."""
+    """Mean stored bytes per frame for RGB and for flow, over up to ``limit`` videos whose files pass their checks."""
+    from .store import StoreError
+
     rgb = flow = frames = flows = 0
     for vid in ids[:limit]:
-        f = store._file(vid)
+        try:
+            v = store._video(vid)  # checked: dataset lengths agree with num_frames, which is bounded
+        except StoreError:
+            continue
+        f, info = v.h5, v.info
         for name in ("rgb", "flow", "flow_x", "flow_y"):
             if name not in f:
                 continue
             d = f[name]
-            n = sum(len(x) for x in d[:]) if d.dtype == object else d.id.get_storage_size()
+            n = sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256]) \
+                if d.dtype == object else d.id.get_storage_size()
             if name == "rgb":
                 rgb += n
             else:
                 flow += n
-        frames += int(f.attrs["num_frames"])
-        flows += int(f.attrs["num_frames"]) - 1
+        frames += info.num_frames
+        flows += info.num_frames - 1
     return rgb / max(frames, 1), flow / max(flows, 1)
 
 
 def cmd_info(a) -> int:
-    from .store import Store
+    from .store import Store, StoreError
 
     st = Store(a.store)
     cfg, man = st.config, st.manifest
     done = st.video_ids()
     failures = st.failures()
-    frames = sum(st.num_frames(v) for v in done)
+    frames = 0
+    for v in done:
+        try:
+            frames += st.num_frames(v)
+        except StoreError as e:
+            print(f"DAMAGED    {e}")
     failed = sum(1 for v in man["videos"] if v["id"] in failures)  # the rest of ``failures`` are dataset problems
     pending = len(man["videos"]) - len(done) - failed
     print(f"store      {st.root}")
@@ -307,33 +331,42 @@ def cmd_info(a) -> int:
     return 0
 
 
-def cmd_verify(a) -> int:
+def _verify_all(st, ids, quiet: bool) -> dict[str, str]:
+    """{video id: problem} of the videos of ``ids`` whose files fail :meth:`Store.verify_video`."""
     from tqdm.auto import tqdm
 
+    from .store import StoreError
+
+    problems = {}
+    for vid in tqdm(ids, unit="video", disable=quiet, desc="verify"):
+        try:
+            st.verify_video(vid)
+        except (StoreError, IndexError) as e:  # report every kind of damage, then go on
+            problems[vid] = str(e)
+        finally:
+            st.close()  # a repair may replace the file
+    return problems
+
+
+def cmd_verify(a) -> int:
+    from .extract import repair_videos
     from .store import Store
 
     st = Store(a.store)
     failures = st.failures()  # read once: it lists a directory of records
+    ids = [v["id"] for v in st.manifest["videos"] if v["id"] not in failures]
+    damaged = _verify_all(st, ids, a.quiet)
+    if a.repair and damaged:
+        for vid, why in sorted(damaged.items()):
+            print(f"REPAIR {vid}: {why}", file=sys.stderr)
+        s = repair_videos(a.store, sorted(damaged), jobs=a.jobs, log=lambda m: print(m, file=sys.stderr))
+        st = Store(a.store)
+        again = _verify_all(st, [v for v in sorted(damaged) if v not in s.failed], a.quiet)
+        print(f"repaired {len(damaged) - len(s.failed) - len(again)} of {len(damaged)} damaged videos")
+        failures = st.failures()
+        damaged = again
     problems = [f"{vid}: failed: {rec['error']}" for vid, rec in sorted(failures.items())]
-    for v in tqdm(st.manifest["videos"], unit="video", disable=a.quiet, desc="verify"):
-        vid = v["id"]
-        if vid in failures:
-            continue
-        try:
-            n = st.num_frames(vid)
-            attrs = st.attrs(vid)
-            if int(attrs["num_frames"]) != n:
-                raise ValueError(f"index says {n} frames, file says {attrs['num_frames']}")
-            st.check(vid)
-            rgb = st.frames(vid, range(n))
-            flow = st.flow(vid, range(n - 1))
-            h, w = int(attrs["height"]), int(attrs["width"])
-            if rgb.shape != (n, h, w, 3) or flow.shape != (n - 1, h, w, 2):
-                raise ValueError(f"shapes {rgb.shape} and {flow.shape} do not match {n} frames of {w}x{h}")
-            if not np.isfinite(flow).all():
-                raise ValueError("non-finite flow values")
-        except Exception as e:  # report every kind of damage, then go on
-            problems.append(f"{vid}: {e}")
+    problems += [why if why.startswith(vid) else f"{vid}: {why}" for vid, why in sorted(damaged.items())]
     for p in problems:
         print(f"PROBLEM {p}", file=sys.stderr)
     print(f"verified {len(st.manifest['videos'])} videos: {len(problems)} problems")

@@ -8,6 +8,7 @@ command skips the finished videos, retries the failed ones and removes temporary
 from __future__ import annotations
 
 import fcntl
+import json
 import time
 import traceback
 from contextlib import ExitStack
@@ -22,10 +23,11 @@ from tqdm.auto import tqdm
 from . import __version__
 from .dataset import Dataset, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError, read_video
-from .flow import RUNTIME_PARAMS, get_method, resolve_params, video_flow
+from .flow import get_method, resolve_params, video_flow
 from .quantize import MAPPINGS, quantize
-from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, failure_path, open_h5, read_json, video_path,
-                    write_json_atomic, write_video)
+from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, StoreError, check_video_file, comparable_settings,
+                    failure_path, open_h5, read_json, settings_differences, video_path, write_json_atomic,
+                    write_video)
 
 
 @dataclass
@@ -71,6 +73,12 @@ class ExtractConfig:
         d["decode"]["size"] = list(self.decode.size) if self.decode.size else None
         return d
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ExtractConfig":
+        """The config recorded in a store's ``store.json`` (extra keys such as ``schema`` are ignored)."""
+        names = {f for f in cls.__dataclass_fields__ if f != "decode"}
+        return cls(**{k: v for k, v in d.items() if k in names}, decode=DecodeConfig.from_dict(d["decode"]))
+
 
 @dataclass
 class VideoResult:
@@ -93,6 +101,7 @@ class Summary:
     failed: dict  # {video id: reason}
     seconds: float
     pairs: int
+    damaged: dict = field(default_factory=dict)  # {video id: problem} of finished files found damaged, extracted again
 
     @property
     def ok(self) -> bool:
@@ -118,6 +127,8 @@ def write_extracted(store_dir: Path, entry: VideoEntry, video, flow: np.ndarray,
         id=entry.id, label=entry.label, class_name=entry.class_name, num_frames=len(video.frames), height=h,
         width=w, source_fps=video.source_fps, fps=video.fps, source_frames=video.source_frames,
         method=cfg.method, mapping=cfg.mapping, bound=cfg.bound,
+        # All the settings, so that the files say what they were made with if store.json is lost or edited.
+        settings=json.dumps(comparable_settings(cfg.to_json()), sort_keys=True),
     )
     return write_video(video_path(store_dir, entry.id), frames=video.frames, frame_index=video.frame_index,
                        codes_or_flow=data, attrs=attrs, rgb_format=cfg.rgb_format, flow_format=cfg.flow_format,
@@ -184,31 +195,59 @@ def _manifest(ds: Dataset) -> dict:
 
 
 def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
-    """Create or reopen a store for ``cfg``; refuses a store made with other settings."""
+    """Create or reopen a store for ``cfg``; refuses a store made with other settings.
+
+    When ``store.json`` is missing but finished video files are there, the settings are recovered from the
+    files' own ``settings`` attribute; a file without one (made by an older flowprep) makes this refuse.
+    """
     store_dir.mkdir(parents=True, exist_ok=True)
     settings = {"schema": SCHEMA_VERSION, "flowprep_version": __version__, **cfg.to_json()}
     existing = store_dir / "store.json"
     if existing.is_file():
-        old = read_json(existing)
-        def comparable(d: dict) -> dict:
-            params = {k: v for k, v in d.get("params", {}).items() if k not in RUNTIME_PARAMS}
-            return {**d, "params": params}
-
-        old_c, new_c = comparable(old), comparable(settings)
-        differ = [k for k in new_c if k != "flowprep_version" and old_c.get(k) != new_c[k]]
+        old, source = read_json(existing), "there"
+        if not isinstance(old, dict):
+            raise StoreError(f"{existing}: not a flowprep store.json (a JSON object of settings)")
+    else:
+        old, source = _settings_from_files(store_dir)
+        source = f"{source}, the store.json being missing"
+    if old is not None:
+        old_c, new_c = comparable_settings(old), comparable_settings(settings)
+        differ = settings_differences(old_c, new_c)
         if differ:
             raise ValueError(
                 f"{store_dir}: this store was made with other settings ({', '.join(differ)}: "
-                f"{old_c.get(differ[0])!r} there, {new_c[differ[0]]!r} now); choose another -o or delete the store"
+                f"{old_c.get(differ[0])!r} {source}, {new_c.get(differ[0])!r} now); choose another -o or delete "
+                "the store"
             )
-    else:
+    if not existing.is_file():
         write_json_atomic(existing, settings)
     write_json_atomic(store_dir / "manifest.json", _manifest(ds))
 
 
-def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult]) -> dict:
-    """Rewrite ``index.json`` (per-video frames, size, bytes) from the finished videos on disk."""
-    old = read_json(store_dir / "index.json") if (store_dir / "index.json").is_file() else {}
+def _settings_from_files(store_dir: Path) -> tuple[dict | None, str]:
+    """(settings, the file they came from) of a store whose ``store.json`` is missing; (None, "") if it has no
+    video files. Raises :class:`StoreError` when the files do not record their settings."""
+    for path in sorted((store_dir / "videos").rglob("*.h5")):
+        try:
+            with open_h5(path) as f:
+                recorded = f.attrs.get("settings")
+            settings = json.loads(recorded.decode() if isinstance(recorded, bytes) else recorded)
+        except Exception:  # unreadable or without settings: try the next file
+            continue
+        if isinstance(settings, dict):
+            return settings, f"in {path}"
+    if any((store_dir / "videos").rglob("*.h5")):
+        raise StoreError(f"{store_dir / 'store.json'}: missing, and no video file of the store records its settings "
+                         "(made by an older flowprep); restore store.json, or choose another -o")
+    return None, ""
+
+
+def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult], known: dict | None = None) -> dict:
+    """Rewrite ``index.json`` (per-video frames, size, bytes) from the finished videos on disk.
+
+    ``known`` maps video ids to the :class:`flowprep.store.VideoInfo` of files already checked in this run.
+    """
+    known = known or {}
     index = {}
     for v in ds.videos:
         path = video_path(store_dir, v.id)
@@ -217,15 +256,35 @@ def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult]) -> di
         r = new.get(v.id)
         if r is not None and r.ok:
             index[v.id] = {"num_frames": r.num_frames, "height": r.height, "width": r.width, "bytes": r.bytes}
-        elif v.id in old and old[v.id].get("bytes") == path.stat().st_size:
-            index[v.id] = old[v.id]
+            continue
+        info = known.get(v.id)
+        if info is not None:
+            n, h, w = info.num_frames, info.height, info.width
         else:
             with open_h5(path) as f:
-                a = f.attrs
-                index[v.id] = {"num_frames": int(a["num_frames"]), "height": int(a["height"]),
-                               "width": int(a["width"]), "bytes": path.stat().st_size}
+                n, h, w = (int(f.attrs[k]) for k in ("num_frames", "height", "width"))
+        index[v.id] = {"num_frames": n, "height": h, "width": w, "bytes": path.stat().st_size}
     write_json_atomic(store_dir / "index.json", index)
     return index
+
+
+def check_finished(store_dir: Path, videos: list[VideoEntry], cfg: ExtractConfig, *, checksum: bool = True,
+                   jobs: int = -1) -> tuple[dict, dict]:
+    """Check the finished files of ``videos`` (:func:`flowprep.store.check_video_file`), in ``jobs`` processes.
+
+    Returns ``({video id: VideoInfo} of the sound files, {video id: problem} of the damaged ones)``.
+    """
+    settings = cfg.to_json()
+    done = [v for v in videos if video_path(store_dir, v.id).is_file()]
+    tasks = (delayed(check_video_file)(video_path(store_dir, v.id), vid=v.id, settings=settings, checksum=checksum)
+             for v in done)
+    sound, damaged = {}, {}
+    for v, (problem, info) in zip(done, Parallel(n_jobs=jobs if len(done) > 8 else 1)(tasks)):
+        if problem:
+            damaged[v.id] = problem
+        else:
+            sound[v.id] = info
+    return sound, damaged
 
 
 def record_failure(store_dir: Path, vid: str, source: str, reason: str) -> None:
@@ -239,7 +298,7 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
     for p in (store_dir / "failed").rglob("*.json"):
         try:
             vid = read_json(p)["id"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, StoreError, KeyError, TypeError):
             vid = None
         if vid not in keep:
             p.unlink(missing_ok=True)
@@ -247,7 +306,7 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
 
 def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | None = None, threads: int = 1,
                     splits_dir=None, list_file=None, source: DatasetSource | None = None, progress: bool = True,
-                    log=print, dask=None, pipeline=None) -> Summary:
+                    log=print, dask=None, pipeline=None, check: str = "full") -> Summary:
     """Extract every video of the dataset at ``root`` into the store ``store_dir``.
 
     Args:
@@ -269,6 +328,11 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
             videos on the method's device); ``jobs`` are then its decoding processes. By default that pipeline
             runs when the method is batched and its device resolves to CUDA; giving ``pipeline`` runs it on any
             device. Not with ``dask``.
+        check: how the finished files of a resumed store are checked before they are trusted; a file that
+            fails is reported (``log``), removed and extracted again. ``full``: structure, settings and the
+            sha256 of the contents with every image header (reads the whole store once, in ``jobs``
+            processes); ``quick``: structure and settings only (metadata, about a millisecond per file).
+            See :func:`flowprep.store.check_video_file`.
 
     Returns:
         A :class:`Summary`; ``summary.ok`` is False when any video or dataset entry failed.
@@ -286,6 +350,8 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
         raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    if check not in ("full", "quick"):
+        raise ValueError(f"check must be full or quick, got {check!r}")
     use_pipeline = False
     if dask is None:  # decided before the store is touched: a bad device or pipeline setting leaves nothing
         from . import batched
@@ -317,18 +383,20 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
             # The workers return file bytes and this process writes them: it stays the store's only writer.
             return cluster.extract_on_cluster(client, todo, root, store_dir, cfg, threads)
 
-        return fill_store(root, store_dir, ds, cfg, start, progress=progress, log=log, desc=f"flowprep {cfg.method}")
+        return fill_store(root, store_dir, ds, cfg, start, progress=progress, log=log, desc=f"flowprep {cfg.method}",
+                          check=check, check_jobs=jobs)
 
 
 def fill_store(root: Path, store_dir: Path, ds: Dataset, cfg, start: Callable, *, progress: bool = True, log=print,
-               desc: str = "flowprep") -> Summary:
+               desc: str = "flowprep", check: str = "full", check_jobs: int = -1) -> Summary:
     """Fill ``store_dir`` with the videos of ``ds``: the store-side machinery every way of making a store shares.
 
     Locks the store, records the settings (``cfg.to_json()``; a store made with other settings is refused) and
     the dataset, removes temporary files of a killed run, records the dataset's problems, then calls
     ``start(todo, log_line)`` with the videos not yet in the store and consumes the :class:`VideoResult` s it
     yields (in any order; each unit of work writes its own file atomically): failure records, progress bar,
-    ``index.json``. Rerunning resumes: finished videos are skipped, failed ones retried.
+    ``index.json``. Rerunning resumes: finished videos are checked (:func:`check_finished`; a damaged one is
+    logged as ``DAMAGED``, removed and done again), the others skipped, failed ones retried.
 
     Args:
         root: dataset root (failure records name the source under it).
@@ -338,7 +406,9 @@ def fill_store(root: Path, store_dir: Path, ds: Dataset, cfg, start: Callable, *
             :class:`flowprep.rawframes.ImportConfig`).
         start: ``start(todo, log_line) -> iterable of VideoResult``; an iterable with ``close()`` is closed on exit.
         progress: show a progress bar; desc is its label.
-        log: called with one line per failure.
+        log: called with one line per failure or damaged file.
+        check: ``full`` or ``quick``: how finished files are checked (see :func:`extract_dataset`), in
+            ``check_jobs`` processes.
     """
     with ExitStack() as cleanup:
         store_dir.mkdir(parents=True, exist_ok=True)
@@ -350,6 +420,10 @@ def fill_store(root: Path, store_dir: Path, ds: Dataset, cfg, start: Callable, *
             record_failure(store_dir, p["id"], str(root / p["id"]), p["problem"])
             failed[p["id"]] = p["problem"]
             log(f"FAILED {p['id']}: {p['problem']}")
+        known, damaged = check_finished(store_dir, ds.videos, cfg, checksum=check == "full", jobs=check_jobs)
+        for vid, problem in damaged.items():
+            log(f"DAMAGED {vid}: {problem}; extracting it again")
+            video_path(store_dir, vid).unlink(missing_ok=True)
         todo = [v for v in ds.videos if not video_path(store_dir, v.id).is_file()]
         _drop_stale_failures(store_dir, ds, {v.id for v in todo})
         skipped = len(ds.videos) - len(todo)
@@ -372,7 +446,48 @@ def fill_store(root: Path, store_dir: Path, ds: Dataset, cfg, start: Callable, *
             bar.update(1)
             bar.set_postfix_str(f"{pairs / max(time.perf_counter() - t0, 1e-9):.1f} pairs/s, {len(failed)} failed")
         bar.close()
-        write_index(store_dir, ds, results)
+        write_index(store_dir, ds, results, known)
         return Summary(len(ds.videos) + len(ds.problems), len(results) - sum(not r.ok for r in results.values()),
-                       skipped, failed, time.perf_counter() - t0, pairs)
+                       skipped, failed, time.perf_counter() - t0, pairs, damaged)
 
+
+
+def repair_videos(store_dir, video_ids, *, jobs: int = -1, threads: int = 1, log=print) -> Summary:
+    """Extract the videos ``video_ids`` of a store again, from the dataset root its manifest records and with
+    the settings its ``store.json`` records (``flowprep verify --repair``). Their old files are removed first.
+
+    Runs the per-video path (:func:`extract_video` in ``jobs`` processes), so the repaired files are the ones a
+    clean run makes. Returns a :class:`Summary` of the repaired videos.
+    """
+    store_dir = Path(store_dir)
+    with _lock(store_dir):
+        settings = read_json(store_dir / "store.json")
+        if "imported" in settings:
+            raise StoreError(f"{store_dir}: an imported store is repaired by running 'flowprep import-frames' again "
+                             "(its damaged files are found and imported again)")
+        cfg = ExtractConfig.from_json(settings)
+        manifest = read_json(store_dir / "manifest.json")
+        root = Path(manifest["root"])
+        entries = [VideoEntry(**v) for v in manifest["videos"]]
+        by_id = {v.id: v for v in entries}
+        unknown = [v for v in video_ids if v not in by_id]
+        if unknown:
+            raise StoreError(f"{store_dir / 'manifest.json'}: no video {unknown[0]!r} to repair")
+        todo = [by_id[v] for v in video_ids]
+        for v in todo:
+            video_path(store_dir, v.id).unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
+        results = {r.id: r for r in Parallel(n_jobs=jobs if len(todo) > 1 else 1)(tasks)}
+        failed = {}
+        for r in results.values():
+            if r.ok:
+                failure_path(store_dir, r.id).unlink(missing_ok=True)
+            else:
+                failed[r.id] = r.error
+                record_failure(store_dir, r.id, str(root / r.id), r.error)
+                log(f"FAILED {r.id}: {r.error}")
+        ds = Dataset(root, list(manifest["classes"]), entries)
+        write_index(store_dir, ds, results)
+        return Summary(len(todo), len(todo) - len(failed), 0, failed, time.perf_counter() - t0,
+                       sum(r.pairs for r in results.values()))

@@ -38,23 +38,30 @@ read straight from the file with ``os.pread`` (h5py's per-read overhead was larg
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import struct
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 
-from .quantize import dequantize
+from .quantize import MAPPINGS, dequantize
 
 SCHEMA_VERSION = 1
 RGB_FORMATS = ("jpeg", "raw")
 FLOW_FORMATS = ("jpeg", "png", "raw", "float16")
+# Upper bounds on what a video file may declare, checked before anything is allocated: a day of video at
+# 10 fps, and frames larger than 8K video. Stores are shared between people, so a file's sizes are untrusted.
+MAX_FRAMES = 1_000_000
+MAX_SIDE = 8192
 
 
 class StoreError(Exception):
@@ -114,8 +121,13 @@ def atomic_path(path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # a failed write leaves the old file and no temporary behind
+    except BaseException as e:  # a failed write leaves the old file and no temporary behind
         tmp.unlink(missing_ok=True)
+        # h5py reports a full disk without the file's name (and often without an errno): say which path.
+        if isinstance(e, OSError) and (e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e)
+                                       or "quota exceeded" in str(e).lower()):
+            raise OSError(errno.ENOSPC, f"{path}: no space left on the device to write it (free some space and "
+                                        "run the same command again)") from None
         raise
 
 
@@ -130,8 +142,31 @@ def write_json_atomic(path, obj) -> None:
 
 
 def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """Read a JSON file; :class:`StoreError` naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise StoreError(f"{path}: not valid JSON ({e}); the file is damaged") from None
+
+
+def comparable_settings(settings: dict) -> dict:
+    """A store's settings (``store.json``) without what may change between runs on the same store.
+
+    That is the flowprep version and the flow method's runtime-only parameters (device, batch size, compile),
+    which do not change the flow. Every video file carries this dict as its ``settings`` attribute (JSON), so
+    the files say what they were made with even when ``store.json`` is lost or edited.
+    """
+    from .flow import RUNTIME_PARAMS
+
+    out = {k: v for k, v in settings.items() if k not in ("flowprep_version", "schema")}
+    out["params"] = {k: v for k, v in settings.get("params", {}).items() if k not in RUNTIME_PARAMS}
+    return out
+
+
+def settings_differences(a: dict, b: dict) -> list[str]:
+    """Keys whose values differ between two :func:`comparable_settings` dicts."""
+    return [k for k in list(b) + [k for k in a if k not in b] if a.get(k) != b.get(k)]
 
 
 # --- HDF5 files ----------------------------------------------------------------------------------
@@ -176,9 +211,87 @@ def _digest(contents: dict) -> str:
     return h.hexdigest()
 
 
-def content_digest(f: h5py.File) -> str:
-    """The ``sha256`` attribute a video file should carry, recomputed from what is stored in ``f``."""
-    return _digest({name: (list(d[:]) if d.dtype == object else [d[()]]) for name, d in f.items()})
+def content_digest(f: h5py.File, *, check_images: VideoInfo | None = None, where: str = "") -> str:
+    """The ``sha256`` attribute a video file should carry, recomputed from what is stored in ``f``.
+
+    Reads every stored byte once, a slice at a time (memory: one slice of 256 items, or 64 frames of a
+    fixed-size dataset). With ``check_images`` (the file's :class:`VideoInfo`), also checks each stored image's
+    header (format and size) on the way: no decoding.
+    """
+    h = hashlib.sha256()
+    for name in sorted(f):
+        d = f[name]
+        if not isinstance(d, h5py.Dataset):
+            raise StoreError(f"{where}: {name!r} is not a dataset")
+        h.update(name.encode() + b"\0")
+        if d.dtype == object:
+            for start in range(0, len(d), 256):
+                for k, item in enumerate(d[start:start + 256]):
+                    b = np.ascontiguousarray(item).tobytes()
+                    h.update(len(b).to_bytes(8, "little") + b)
+                    if check_images is not None and name in ("rgb", "flow_x", "flow_y"):
+                        _check_header(item, check_images, name, start + k, where)
+        else:  # the same bytes as hashing the whole array, read in slices along the first axis
+            h.update((d.size * d.dtype.itemsize).to_bytes(8, "little"))
+            if d.shape == ():
+                h.update(np.ascontiguousarray(d[()]).tobytes())
+            else:
+                for start in range(0, d.shape[0], 64):
+                    h.update(np.ascontiguousarray(d[start:start + 64]).tobytes())
+    return h.hexdigest()
+
+
+def _check_header(item, info: "VideoInfo", name: str, i: int, where: str) -> None:
+    """Refuse item ``i`` of dataset ``name`` unless its header says it is an image of the file's format and size
+    (and 1 channel for flow; 1 or 3 for frames, which decode to RGB either way)."""
+    fmt = info.rgb_format if name == "rgb" else info.flow_format
+    channels = (3, 1) if name == "rgb" else (1,)
+    try:
+        kind, h, w, c = image_header(item)
+    except ValueError as e:
+        raise StoreError(f"{where}: {name}[{i}]: {e}") from None
+    if kind != fmt or (h, w) != (info.height, info.width) or c not in channels:
+        raise StoreError(f"{where}: {name}[{i}] holds a {w}x{h} {kind} image with {c} channels, but the file says "
+                         f"{fmt} images of {info.width}x{info.height} with {' or '.join(map(str, channels))}")
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...): the ones that carry the image size.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels
+
+
+def image_header(buf) -> tuple[str, int, int, int]:
+    """(format, height, width, channels) of a JPEG or PNG from its header, without decoding it.
+
+    Reads the JPEG's start-of-frame segment or the PNG's IHDR chunk: a few dozen bytes. Raises
+    ``ValueError`` for anything else (other image formats are never stored, so never decoded).
+    """
+    b = memoryview(np.ascontiguousarray(buf, np.uint8)).cast("B")
+    n = len(b)
+    if n >= 26 and bytes(b[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(b[12:16]) == b"IHDR":
+        w, h = int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
+        return "png", h, w, _PNG_CHANNELS.get(b[25], 0)
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        raise ValueError("neither a JPEG nor a PNG")
+    i = 2
+    for _ in range(256):  # a real JPEG reaches its frame header within a handful of segments
+        while i < n and b[i] == 0xFF and i + 1 < n and b[i + 1] == 0xFF:  # fill bytes
+            i += 1
+        if i + 4 > n or b[i] != 0xFF:
+            break
+        marker = b[i + 1]
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length field
+            i += 2
+            continue
+        length = int.from_bytes(b[i + 2:i + 4], "big")
+        if marker in _SOF:
+            if length < 8 or i + 10 > n:
+                break
+            return "jpeg", int.from_bytes(b[i + 5:i + 7], "big"), int.from_bytes(b[i + 7:i + 9], "big"), b[i + 9]
+        if marker in (0xDA, 0xD9) or length < 2:  # scan data or the end before any frame header
+            break
+        i += 2 + length
+    raise ValueError("a JPEG without a readable frame header")
 
 
 def write_video(path, *, frames, frame_index, codes_or_flow, attrs: dict, rgb_format="jpeg", flow_format="jpeg",
@@ -242,6 +355,174 @@ def write_encoded(path, contents: dict, attrs: dict) -> int:
 
 
 # --- reading -------------------------------------------------------------------------------------
+
+@contextmanager
+def _reading(where: str):
+    """Turn what h5py raises on damaged data (OSError, ValueError, RuntimeError, ...) into a StoreError naming the
+    file; StoreErrors and IndexErrors (an index out of range: the caller's mistake) pass unchanged."""
+    try:
+        yield
+    except (StoreError, IndexError):
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StoreError(f"{where}: unreadable data ({first})") from None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """The attributes of one video file that reads depend on, checked against its datasets (see :func:`check_file`)."""
+
+    num_frames: int
+    height: int
+    width: int
+    rgb_format: str
+    flow_format: str
+    bound: float
+    mapping: str
+
+
+def _attr(f: h5py.File, name: str, where: str):
+    if name not in f.attrs:
+        raise StoreError(f"{where}: attribute {name!r} is missing")
+    v = f.attrs[name]
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(()).item()
+    if isinstance(v, np.generic):  # plain Python values, which also print plainly in messages
+        v = v.item()
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
+def _int_attr(f: h5py.File, name: str, lo: int, hi: int, where: str) -> int:
+    v = _attr(f, name, where)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
+        raise StoreError(f"{where}: attribute {name}={v!r} is not an integer in {lo}..{hi}")
+    return int(v)
+
+
+def _str_attr(f: h5py.File, name: str, choices, where: str) -> str:
+    v = _attr(f, name, where)
+    if not isinstance(v, str) or v not in choices:
+        raise StoreError(f"{where}: attribute {name}={v!r} is not one of {', '.join(choices)}")
+    return v
+
+
+def _check_dataset(f: h5py.File, name: str, shape: tuple, dtype, where: str) -> None:
+    """``f[name]`` must exist with exactly ``shape`` and ``dtype`` (``"vlen"``: variable-length uint8), unfiltered."""
+    d = f.get(name)
+    if not isinstance(d, h5py.Dataset):
+        raise StoreError(f"{where}: dataset {name!r} is missing")
+    if d.shape != shape:
+        raise StoreError(f"{where}: dataset {name!r} has shape {d.shape}, expected {shape} from the file's attributes")
+    if dtype == "vlen":
+        if h5py.check_vlen_dtype(d.dtype) != np.dtype(np.uint8):
+            raise StoreError(f"{where}: dataset {name!r} has dtype {d.dtype}, expected variable-length uint8")
+    elif dtype == "int":
+        if d.dtype.kind not in "iu":
+            raise StoreError(f"{where}: dataset {name!r} has dtype {d.dtype}, expected integers")
+    elif d.dtype != np.dtype(dtype):
+        raise StoreError(f"{where}: dataset {name!r} has dtype {d.dtype}, expected {np.dtype(dtype)}")
+    # flowprep never compresses: a filter could expand a few stored bytes into gigabytes when read.
+    if d.id.get_create_plist().get_nfilters():
+        raise StoreError(f"{where}: dataset {name!r} is compressed or filtered, which flowprep never writes")
+
+
+def check_file(f: h5py.File, where: str, *, settings: dict | None = None, vid: str | None = None) -> VideoInfo:
+    """Check a video file's structure against its own attributes and, with ``settings``, against its store's.
+
+    Checks, reading only metadata (no frame data; well under a millisecond per file): the attributes reads
+    depend on are there, of the right types, with sizes within ``MAX_FRAMES`` / ``MAX_SIDE``; every dataset has
+    the length the file's ``num_frames`` gives it (T frames, T-1 flow frames), the dtype and per-frame shape
+    its format gives it, and no compression filter; the ``id`` attribute is ``vid``; the method, bound, mapping
+    and formats (and the full ``settings`` attribute, where the file has one) are those of ``store.json``; and
+    the frame size is the one ``store.json``'s decode settings make.
+
+    Raises:
+        StoreError: naming ``where`` (the file's path) and the first problem found.
+    """
+    t = _int_attr(f, "num_frames", 2, MAX_FRAMES, where)
+    h = _int_attr(f, "height", 1, MAX_SIDE, where)
+    w = _int_attr(f, "width", 1, MAX_SIDE, where)
+    rgb_format = _str_attr(f, "rgb_format", RGB_FORMATS, where)
+    flow_format = _str_attr(f, "flow_format", FLOW_FORMATS, where)
+    mapping = _str_attr(f, "mapping", MAPPINGS, where)
+    bound = _attr(f, "bound", where)
+    if isinstance(bound, (bool, np.bool_)) or not isinstance(bound, (int, float, np.number)) \
+            or not math.isfinite(bound) or not bound > 0:
+        raise StoreError(f"{where}: attribute bound={bound!r} is not a positive number")
+    info = VideoInfo(t, h, w, rgb_format, flow_format, float(bound), mapping)
+    _check_dataset(f, "frame_index", (t,), "int", where)
+    if rgb_format == "jpeg":
+        _check_dataset(f, "rgb", (t,), "vlen", where)
+    else:
+        _check_dataset(f, "rgb", (t, h, w, 3), np.uint8, where)
+    if flow_format == "float16":
+        _check_dataset(f, "flow", (t - 1, h, w, 2), np.float16, where)
+    else:
+        for name in ("flow_x", "flow_y"):
+            if flow_format == "raw":
+                _check_dataset(f, name, (t - 1, h, w), np.uint8, where)
+            else:
+                _check_dataset(f, name, (t - 1,), "vlen", where)
+    if vid is not None and "id" in f.attrs and _attr(f, "id", where) != vid:
+        raise StoreError(f"{where}: holds video {_attr(f, 'id', where)!r}, not {vid!r}")
+    if settings is not None:
+        _check_against_settings(f, info, settings, where)
+    return info
+
+
+def _check_against_settings(f: h5py.File, info: VideoInfo, settings: dict, where: str) -> None:
+    mine = {"method": _attr(f, "method", where), "bound": info.bound, "mapping": info.mapping,
+            "rgb_format": info.rgb_format, "flow_format": info.flow_format}
+    for k, v in mine.items():
+        if settings.get(k) != v:
+            raise StoreError(f"{where}: made with {k} {v!r}, but store.json says {settings.get(k)!r} "
+                             "(store.json edited, or the file comes from another store)")
+    if "settings" in f.attrs:
+        try:
+            own = json.loads(_attr(f, "settings", where))
+        except (TypeError, ValueError):
+            raise StoreError(f"{where}: attribute 'settings' is not valid JSON") from None
+        differ = settings_differences(own, comparable_settings(settings))
+        if differ:
+            k = differ[0]
+            raise StoreError(f"{where}: made with {k} {own.get(k)!r}, but store.json says {settings.get(k)!r}")
+    decode = settings.get("decode") or {}
+    size, short = decode.get("size"), decode.get("short_side")
+    if size and (info.width, info.height) != tuple(size):
+        raise StoreError(f"{where}: frames are {info.width}x{info.height}, but store.json says {size[0]}x{size[1]}")
+    if not size and short and min(info.width, info.height) != short:
+        raise StoreError(f"{where}: frames are {info.width}x{info.height}, but store.json says short side {short}")
+
+
+def check_video_file(path, *, vid: str | None = None, settings: dict | None = None,
+                     checksum: bool = True) -> tuple[str, VideoInfo | None]:
+    """Check one finished video file: ``("", its VideoInfo)`` when it is sound, else ``(the problem, None)``.
+
+    Runs :func:`check_file` (metadata: about a millisecond), and with ``checksum`` recomputes the ``sha256`` of
+    the contents and checks every image's header: this reads the whole file once, without decoding (the cost of
+    reading the store from disk; hashing runs at over 1 GB/s on one core). Never raises for a damaged file:
+    this is what ``flowprep extract`` runs on the finished videos of a store it resumes, to extract the damaged
+    ones again.
+    """
+    where = str(path)
+    try:
+        with open_h5(path) as f:
+            info = check_file(f, where, settings=settings, vid=vid)
+            if checksum:
+                if "sha256" not in f.attrs:
+                    return "no sha256 attribute to check the contents against", None
+                if content_digest(f, check_images=info, where=where) != _attr(f, "sha256", where):
+                    return "contents do not match their sha256 (damaged file)", None
+    except StoreError as e:
+        return (str(e)[len(where) + 2:] if str(e).startswith(where + ": ") else str(e)), None
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError, ... on damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"unreadable HDF5 file ({first})", None
+    return "", info
+
+
+
 
 # One item of a variable-length dataset as stored: its length, then the global heap ID of its bytes
 # (the address of a heap collection and the object's index in it). HDF5 File Format Specification 3.0,
@@ -394,9 +675,11 @@ class VideoFile:
 
     Args:
         path: the video file.
-        facts: ``{name: value}`` for :data:`VIDEO_FACTS` when the store already knows them (its ``index.json``
-            and ``store.json``); then no attribute is read (each costs ~50 us in HDF5). Otherwise they are read
-            from the file's attributes.
+        facts: ``{name: value}`` for :data:`VIDEO_FACTS` when the store already knows them (:class:`Store` passes
+            what :func:`check_file` found in the file when this process, or its parent, first opened it); then no
+            attribute is read (each costs ~50 us in HDF5). Otherwise they are read from the file's attributes and
+            checked (:func:`check_file`, without the store's settings).
+        facts_from: where ``facts`` came from, for messages.
         layout: where the file's datasets lie, ``{name: (offset of the entries, length)}``, as an earlier open of
             the same file in this process found and recorded it here; updated with what this open finds.
 
@@ -404,24 +687,23 @@ class VideoFile:
         num_frames, height, width, rgb_format, flow_format, bound, mapping: see ``facts``.
     """
 
-    def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None):
+    def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None, *,
+                 facts_from: str = "the store's index.json"):
         self.path, self._h5 = path, None
         self._fd = os.open(path, os.O_RDONLY)
         try:
-            self._open(facts, {} if layout is None else layout)
+            self._open(facts, {} if layout is None else layout, facts_from)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, facts: dict | None, layout: dict) -> None:
-        if facts is None:
-            try:
-                facts = {k: self.h5.attrs[k] for k in VIDEO_FACTS}
-            except KeyError as e:
-                raise StoreError(f"{self.path}: attribute {e} missing (damaged or not a flowprep video file)") from None
+    def _open(self, facts: dict | None, layout: dict, facts_from: str) -> None:
+        if facts is None:  # read and checked from the file itself (check_file)
+            with _reading(str(self.path)):
+                facts = asdict(check_file(self.h5, str(self.path)))
             self._source = "its attributes"
         else:
-            self._source = "the store's index.json"
+            self._source = facts_from
         self.num_frames, self.height, self.width = (int(facts[k]) for k in ("num_frames", "height", "width"))
         self.rgb_format, self.flow_format = str(facts["rgb_format"]), str(facts["flow_format"])
         self.bound, self.mapping = float(facts["bound"]), str(facts["mapping"])
@@ -494,16 +776,19 @@ class VideoFile:
         if self.rgb_format == "raw":
             return np.stack(items)
         if len(items) == 1:  # a 2D spatial stream's read: no copy
-            return self._image(items[0], cv2.IMREAD_COLOR_RGB)[None]
+            return self._image(items[0], cv2.IMREAD_COLOR_RGB, "rgb", idx[0])[None]
         out = np.empty((len(items), self.height, self.width, 3), np.uint8)
         for k, b in enumerate(items):
-            out[k] = self._image(b, cv2.IMREAD_COLOR_RGB)
+            out[k] = self._image(b, cv2.IMREAD_COLOR_RGB, "rgb", idx[k])
         return out
 
     def flow(self, idx: list[int]) -> np.ndarray:
         """(K, H, W, 2) float32 pixels."""
         if self.flow_format == "float16":
-            return np.stack(self.items("flow", idx)).astype(np.float32)
+            flow = np.stack(self.items("flow", idx)).astype(np.float32)
+            if not np.isfinite(flow).all():
+                raise StoreError(f"{self.path}: non-finite values in flow frames {idx} (damaged file)")
+            return flow
         codes = self.flow_codes(idx)
         if self._lut is None:  # cv2.LUT's table: 256 entries, float32 out
             self._lut = dequantize(np.arange(256, dtype=np.uint8), self.bound, self.mapping).reshape(256, 1)
@@ -517,15 +802,19 @@ class VideoFile:
             if self.flow_format == "raw":
                 out[k, ..., 0], out[k, ..., 1] = x, y
             else:
-                out[k, ..., 0], out[k, ..., 1] = self._image(x, cv2.IMREAD_GRAYSCALE), self._image(y, cv2.IMREAD_GRAYSCALE)
+                out[k, ..., 0] = self._image(x, cv2.IMREAD_GRAYSCALE, "flow_x", idx[k])
+                out[k, ..., 1] = self._image(y, cv2.IMREAD_GRAYSCALE, "flow_y", idx[k])
         return out
 
-    def _image(self, buf: np.ndarray, flags: int) -> np.ndarray:
-        """Decode one stored JPEG/PNG, which must have the file's frame size."""
+    def _image(self, buf: np.ndarray, flags: int, name: str, i: int) -> np.ndarray:
+        """Decode item ``i`` of dataset ``name``, a stored JPEG/PNG, after checking from its header that it has the
+        file's format and frame size: a crafted image declaring a huge size is refused before the decoder
+        allocates it, so memory stays within one image of the size the file's attributes state."""
+        _check_header(buf, self, name, i, str(self.path))
         img = cv2.imdecode(buf, flags) if len(buf) else None
         if img is None or img.shape[:2] != (self.height, self.width):
             got = "undecodable bytes" if img is None else f"a {img.shape[1]}x{img.shape[0]} image"
-            raise StoreError(f"{self.path}: a stored image holds {got}, not {self.width}x{self.height} (damaged file)")
+            raise StoreError(f"{self.path}: {name}[{i}] holds {got}, not {self.width}x{self.height} (damaged file)")
         return img
 
     def close(self) -> None:
@@ -540,6 +829,12 @@ class VideoFile:
 class Store:
     """Read access to a store made by ``flowprep extract``.
 
+    Each video file is checked the first time a process (or the parent it was forked from) opens it:
+    :func:`check_file` against ``store.json`` and ``index.json``, metadata only, about a millisecond; later
+    opens use what that check found and read no attribute. Each image's header is checked before it is
+    decoded. A file that fails raises :class:`StoreError` naming it. The full checksum is :meth:`check`'s
+    (``flowprep verify``); :meth:`check_videos` checks a list of videos up front (training does).
+
     Args:
         root: the store directory.
         max_open: how many video files each process keeps open.
@@ -549,21 +844,34 @@ class Store:
         self.root = Path(root)
         if not (self.root / "store.json").is_file():
             raise StoreError(f"{self.root}: not a flowprep store (no store.json); make one with 'flowprep extract'")
+        self.config = read_json(self.root / "store.json")
+        if not isinstance(self.config, dict) or self.config.get("schema") != SCHEMA_VERSION:
+            schema = self.config.get("schema") if isinstance(self.config, dict) else None
+            raise StoreError(f"{self.root / 'store.json'}: store schema {schema} is not {SCHEMA_VERSION}")
+        for key, ok in (("bound", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                         and math.isfinite(v)), ("mapping", lambda v: v in MAPPINGS),
+                        ("rgb_format", lambda v: v in RGB_FORMATS), ("flow_format", lambda v: v in FLOW_FORMATS),
+                        ("method", lambda v: isinstance(v, str)), ("params", lambda v: isinstance(v, dict)),
+                        ("decode", lambda v: isinstance(v, dict))):
+            if not ok(self.config.get(key)):
+                raise StoreError(f"{self.root / 'store.json'}: {key} is {self.config.get(key)!r}, not a valid setting")
+        if not (self.root / "manifest.json").is_file():
+            raise StoreError(f"{self.root / 'manifest.json'}: missing; rerun 'flowprep extract' to rewrite it")
+        self.manifest = read_json(self.root / "manifest.json")
         try:
-            self.config = read_json(self.root / "store.json")
-            self.manifest = read_json(self.root / "manifest.json")
-        except (OSError, ValueError) as e:
-            raise StoreError(f"{self.root}: store metadata unreadable ({e})") from None
-        if self.config.get("schema") != SCHEMA_VERSION:
-            raise StoreError(f"{self.root}: store schema {self.config.get('schema')} is not {SCHEMA_VERSION}")
-        self.classes: list[str] = self.manifest["classes"]
-        self._entries = {v["id"]: v for v in self.manifest["videos"]}
+            self.classes: list[str] = list(self.manifest["classes"])
+            self._entries = {v["id"]: v for v in self.manifest["videos"]}
+            {int(k): dict(v) for k, v in self.manifest["splits"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreError(f"{self.root / 'manifest.json'}: not a flowprep manifest ({type(e).__name__}: {e})") from None
         index = self.root / "index.json"
         self._index: dict = read_json(index) if index.is_file() else {}
-        self._settings = {k: self.config[k] for k in VIDEO_FACTS if k in self.config}
+        if not isinstance(self._index, dict):
+            raise StoreError(f"{index}: not a flowprep index (a JSON object of videos)")
         self._layouts: dict[str, dict] = {}  # vid -> where its datasets lie (plain data: kept across forks)
+        self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
-        self._files: OrderedDict = OrderedDict()
+        self._files: OrderedDict = OrderedDict()  # {vid: VideoFile}
         self._pid = os.getpid()
 
     # metadata
@@ -592,27 +900,73 @@ class Store:
 
     def num_frames(self, vid: str) -> int:
         """Stored RGB frames T of a video; it has T - 1 flow frames."""
-        if vid in self._index:
-            return self._index[vid]["num_frames"]
-        return self.video(vid).num_frames
+        entry = self._index.get(vid)
+        if isinstance(entry, dict) and isinstance(entry.get("num_frames"), int):
+            return entry["num_frames"]  # checked against the file when the file is opened
+        return self.info(vid).num_frames
+
+    def info(self, vid: str) -> VideoInfo:
+        """The checked attributes of a video's file (see :func:`check_file`)."""
+        return VideoInfo(**self._facts(vid))
 
     def attrs(self, vid: str) -> dict:
         return dict(self._file(vid).attrs)
 
     def check(self, vid: str) -> None:
-        """Raise :class:`StoreError` if the stored bytes of ``vid`` differ from those written (``sha256``)."""
-        f = self._file(vid)
-        if "sha256" in f.attrs and content_digest(f) != f.attrs["sha256"]:
-            raise StoreError(f"{video_path(self.root, vid)}: contents do not match their sha256 (damaged file)")
+        """Raise :class:`StoreError` if the file of ``vid`` fails :func:`check_file` or its stored bytes differ from
+        those written (``sha256``, which reads the whole file), or an image's header disagrees with the file."""
+        v = self.video(vid)
+        f, info, where = v.h5, self.info(vid), str(v.path)
+        with _reading(where):
+            digest = content_digest(f, check_images=info, where=where)
+        if "sha256" not in f.attrs:
+            raise StoreError(f"{where}: no sha256 attribute to check the contents against")
+        if digest != _attr(f, "sha256", where):
+            raise StoreError(f"{where}: contents do not match their sha256 (damaged file)")
+
+    def verify_video(self, vid: str, *, chunk_bytes: int = 64 << 20) -> None:
+        """Everything :meth:`check` does, then decode every frame and flow frame and check their shapes and values.
+
+        Reads in chunks of at most ``chunk_bytes`` of decoded data (at least one frame), so memory stays bounded
+        whatever the video's length. Raises :class:`StoreError` naming the file and the first problem.
+        """
+        self.check(vid)
+        info = self.info(vid)
+        where = str(video_path(self.root, vid))
+        n, h, w = info.num_frames, info.height, info.width
+        step = max(1, chunk_bytes // (h * w * 11))  # RGB uint8 and float32 flow, with their codes
+        for start in range(0, n, step):
+            rgb = self.frames(vid, range(start, min(start + step, n)))
+            if rgb.shape[1:] != (h, w, 3):
+                raise StoreError(f"{where}: frames of shape {rgb.shape[1:]}, the file says {(h, w, 3)}")
+        for start in range(0, n - 1, step):
+            flow = self.flow(vid, range(start, min(start + step, n - 1)))
+            if flow.shape[1:] != (h, w, 2):
+                raise StoreError(f"{where}: flow of shape {flow.shape[1:]}, the file says {(h, w, 2)}")
+            if not np.isfinite(flow).all():
+                raise StoreError(f"{where}: non-finite flow values")
+
+    def check_videos(self, ids) -> None:
+        """Open and check (:func:`check_file`) the file of every video in ``ids``: metadata only, about a
+        millisecond per file. Raises :class:`StoreError` naming the first that fails and how many fail."""
+        bad = []
+        for vid in ids:
+            try:
+                self.info(vid)
+            except StoreError as e:
+                bad.append(str(e))
+        if bad:
+            more = f" (and {len(bad) - 1} more files fail their checks)" if len(bad) > 1 else ""
+            raise StoreError(f"{bad[0]}{more}; 'flowprep verify --repair {self.root}' extracts them again")
 
     def failures(self) -> dict[str, dict]:
         out = {}
         for p in sorted((self.root / "failed").rglob("*.json")):
             try:
                 rec = read_json(p)
-            except (OSError, ValueError):
+                out[rec["id"]] = rec
+            except (OSError, StoreError, KeyError, TypeError):
                 continue
-            out[rec["id"]] = rec
         return out
 
     # data
@@ -620,12 +974,16 @@ class Store:
     def frames(self, vid: str, indices) -> np.ndarray:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
         v = self.video(vid)
-        return v.frames(self._check(vid, indices, v.num_frames, "frame"))
+        idx = self._check(vid, indices, v.num_frames, "frame")
+        with _reading(str(v.path)):
+            return v.frames(idx)
 
     def flow(self, vid: str, indices) -> np.ndarray:
         """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
         v = self.video(vid)
-        return v.flow(self._check(vid, indices, v.num_frames - 1, "flow frame"))
+        idx = self._check(vid, indices, v.num_frames - 1, "flow frame")
+        with _reading(str(v.path)):
+            return v.flow(idx)
 
     def _check(self, vid, indices, n, what) -> list[int]:
         idx = [int(i) for i in np.atleast_1d(indices)]
@@ -646,12 +1004,11 @@ class Store:
             self._files.move_to_end(vid)
             return v
         path = video_path(self.root, vid)
-        entry = self._index.get(vid)
-        facts = {**self._settings, **entry} if entry is not None else None
-        if facts is not None and any(k not in facts for k in VIDEO_FACTS):
-            facts = None  # an older store.json or index entry: read the file's attributes
+        facts = self._facts(vid)
         try:
-            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}))
+            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}), facts_from="its attributes")
+        except StoreError:
+            raise
         except (OSError, ValueError) as e:
             if not path.is_file():
                 raise StoreError(f"{path}: video {vid!r} is not in the store") from None
@@ -663,6 +1020,32 @@ class Store:
 
     def _file(self, vid: str) -> h5py.File:
         return self.video(vid).h5
+
+    def _facts(self, vid: str) -> dict:
+        """The :data:`VIDEO_FACTS` of ``vid``'s file, from :func:`check_file` run once per process (or parent)."""
+        facts = self._checked.get(vid)
+        if facts is not None:
+            return facts
+        path = video_path(self.root, vid)
+        try:
+            with open_h5(path) as f, _reading(str(path)):
+                info = check_file(f, str(path), settings=self.config, vid=vid)
+        except (OSError, ValueError) as e:
+            if not path.is_file():
+                raise StoreError(f"{path}: video {vid!r} is not in the store") from None
+            raise StoreError(f"{path}: unreadable HDF5 file ({e})") from None
+        self._check_index(vid, info, path)
+        facts = self._checked[vid] = asdict(info)
+        return facts
+
+    def _check_index(self, vid: str, info: VideoInfo, path: Path) -> None:
+        entry = self._index.get(vid)
+        if entry is None:
+            return
+        n = entry.get("num_frames") if isinstance(entry, dict) else None
+        if n != info.num_frames:
+            raise StoreError(f"{self.root / 'index.json'}: video {vid!r} has num_frames {n!r} there, but {path} "
+                             f"holds {info.num_frames}; rerun 'flowprep extract' to rebuild the index")
 
     def close(self) -> None:
         if os.getpid() == self._pid:

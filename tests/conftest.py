@@ -94,3 +94,14 @@ def read_store(store_dir) -> dict:
     """``{video id (path under videos/ without .h5): read_store_file(...)}`` for every finished video of a store."""
     videos = Path(store_dir) / "videos"
     return {p.relative_to(videos).as_posix()[: -len(".h5")]: read_store_file(p) for p in sorted(videos.rglob("*.h5"))}
+
+
+def run_limited(args, *, memory_mb: int = 1024, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    """Run ``args`` with its address space limited to ``memory_mb`` MiB (``RLIMIT_AS``): an attempt to allocate
+    more fails inside the child instead of swapping the machine. stdout/stderr captured as text."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
+
+    return subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=timeout, preexec_fn=limit, **kw)
