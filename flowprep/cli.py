@@ -275,22 +275,18 @@ def _sizes(store, ids, limit=20) -> tuple[float, float]:
     rgb = flow = frames = flows = 0
     for vid in ids[:limit]:
         try:
-            v = store._video(vid)  # checked: dataset lengths agree with num_frames, which is bounded
-        except StoreError:
+            v = store.video(vid)
+            sizes = {}
+            for name in ("rgb", "flow") if v.flow_format == "float16" else ("rgb", "flow_x", "flow_y"):
+                d = v.dataset(name)  # its length checked against num_frames (bounded) before anything is read
+                sizes[name] = (sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256])
+                               if d.dtype == object else d.id.get_storage_size())
+        except (StoreError, OSError):
             continue
-        f, info = v.h5, v.info
-        for name in ("rgb", "flow", "flow_x", "flow_y"):
-            if name not in f:
-                continue
-            d = f[name]
-            n = sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256]) \
-                if d.dtype == object else d.id.get_storage_size()
-            if name == "rgb":
-                rgb += n
-            else:
-                flow += n
-        frames += info.num_frames
-        flows += info.num_frames - 1
+        rgb += sizes.pop("rgb")
+        flow += sum(sizes.values())
+        frames += v.num_frames
+        flows += v.num_frames - 1
     return rgb / max(frames, 1), flow / max(flows, 1)
 
 

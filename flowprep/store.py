@@ -249,10 +249,11 @@ def _check_header(item, info: "VideoInfo", name: str, i: int, where: str) -> Non
     try:
         kind, h, w, c = image_header(item)
     except ValueError as e:
-        raise StoreError(f"{where}: {name}[{i}]: {e}") from None
+        raise StoreError(f"{where}: {name}[{i}]: a stored image holds undecodable bytes ({e})") from None
     if kind != fmt or (h, w) != (info.height, info.width) or c not in channels:
-        raise StoreError(f"{where}: {name}[{i}] holds a {w}x{h} {kind} image with {c} channels, but the file says "
-                         f"{fmt} images of {info.width}x{info.height} with {' or '.join(map(str, channels))}")
+        raise StoreError(f"{where}: {name}[{i}]: a stored image holds a {w}x{h} {kind} image with {c} channels, not a "
+                         f"{fmt} image of {info.width}x{info.height} with {' or '.join(map(str, channels))} "
+                         "(damaged or crafted file)")
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...): the ones that carry the image size.
@@ -412,6 +413,10 @@ def _check_dataset(f: h5py.File, name: str, shape: tuple, dtype, where: str) -> 
     d = f.get(name)
     if not isinstance(d, h5py.Dataset):
         raise StoreError(f"{where}: dataset {name!r} is missing")
+    _check_ds(d, name, shape, dtype, where)
+
+
+def _check_ds(d: h5py.Dataset, name: str, shape: tuple, dtype, where: str) -> None:
     if d.shape != shape:
         raise StoreError(f"{where}: dataset {name!r} has shape {d.shape}, expected {shape} from the file's attributes")
     if dtype == "vlen":
@@ -440,18 +445,11 @@ def check_file(f: h5py.File, where: str, *, settings: dict | None = None, vid: s
     Raises:
         StoreError: naming ``where`` (the file's path) and the first problem found.
     """
-    t = _int_attr(f, "num_frames", 2, MAX_FRAMES, where)
-    h = _int_attr(f, "height", 1, MAX_SIDE, where)
-    w = _int_attr(f, "width", 1, MAX_SIDE, where)
-    rgb_format = _str_attr(f, "rgb_format", RGB_FORMATS, where)
-    flow_format = _str_attr(f, "flow_format", FLOW_FORMATS, where)
-    mapping = _str_attr(f, "mapping", MAPPINGS, where)
-    bound = _attr(f, "bound", where)
-    if isinstance(bound, (bool, np.bool_)) or not isinstance(bound, (int, float, np.number)) \
-            or not math.isfinite(bound) or not bound > 0:
-        raise StoreError(f"{where}: attribute bound={bound!r} is not a positive number")
-    info = VideoInfo(t, h, w, rgb_format, flow_format, float(bound), mapping)
-    _check_dataset(f, "frame_index", (t,), "int", where)
+    info = check_attributes(f, where)
+    t, h, w = info.num_frames, info.height, info.width
+    rgb_format, flow_format = info.rgb_format, info.flow_format
+    if "frame_index" in f:  # not needed to read the frames; checked where present
+        _check_dataset(f, "frame_index", (t,), "int", where)
     if rgb_format == "jpeg":
         _check_dataset(f, "rgb", (t,), "vlen", where)
     else:
@@ -471,11 +469,27 @@ def check_file(f: h5py.File, where: str, *, settings: dict | None = None, vid: s
     return info
 
 
+def check_attributes(f: h5py.File, where: str) -> VideoInfo:
+    """The :class:`VideoInfo` of a video file from its attributes, each checked: present, of the right type, and
+    sizes within :data:`MAX_FRAMES` / :data:`MAX_SIDE` (the part of :func:`check_file` that reads no dataset)."""
+    t = _int_attr(f, "num_frames", 2, MAX_FRAMES, where)
+    h = _int_attr(f, "height", 1, MAX_SIDE, where)
+    w = _int_attr(f, "width", 1, MAX_SIDE, where)
+    rgb_format = _str_attr(f, "rgb_format", RGB_FORMATS, where)
+    flow_format = _str_attr(f, "flow_format", FLOW_FORMATS, where)
+    mapping = _str_attr(f, "mapping", MAPPINGS, where)
+    bound = _attr(f, "bound", where)
+    if isinstance(bound, (bool, np.bool_)) or not isinstance(bound, (int, float, np.number)) \
+            or not math.isfinite(bound) or not bound > 0:
+        raise StoreError(f"{where}: attribute bound={bound!r} is not a positive number")
+    return VideoInfo(t, h, w, rgb_format, flow_format, float(bound), mapping)
+
+
 def _check_against_settings(f: h5py.File, info: VideoInfo, settings: dict, where: str) -> None:
     mine = {"method": _attr(f, "method", where), "bound": info.bound, "mapping": info.mapping,
             "rgb_format": info.rgb_format, "flow_format": info.flow_format}
     for k, v in mine.items():
-        if settings.get(k) != v:
+        if k in settings and settings[k] != v:
             raise StoreError(f"{where}: made with {k} {v!r}, but store.json says {settings.get(k)!r} "
                              "(store.json edited, or the file comes from another store)")
     if "settings" in f.attrs:
@@ -678,7 +692,7 @@ class VideoFile:
         facts: ``{name: value}`` for :data:`VIDEO_FACTS` when the store already knows them (:class:`Store` passes
             what :func:`check_file` found in the file when this process, or its parent, first opened it); then no
             attribute is read (each costs ~50 us in HDF5). Otherwise they are read from the file's attributes and
-            checked (:func:`check_file`, without the store's settings).
+            checked (:func:`check_attributes`; each dataset is checked when it is first read).
         facts_from: where ``facts`` came from, for messages.
         layout: where the file's datasets lie, ``{name: (offset of the entries, length)}``, as an earlier open of
             the same file in this process found and recorded it here; updated with what this open finds.
@@ -700,7 +714,7 @@ class VideoFile:
     def _open(self, facts: dict | None, layout: dict, facts_from: str) -> None:
         if facts is None:  # read and checked from the file itself (check_file)
             with _reading(str(self.path)):
-                facts = asdict(check_file(self.h5, str(self.path)))
+                facts = asdict(check_attributes(self.h5, str(self.path)))
             self._source = "its attributes"
         else:
             self._source = facts_from
@@ -755,11 +769,17 @@ class VideoFile:
         return got
 
     def _check_dataset(self, name: str, dsid: h5py.h5d.DatasetID) -> None:
-        """Refuse a dataset whose length disagrees with ``num_frames`` (before any read allocates)."""
+        """Refuse a dataset whose length disagrees with ``num_frames``, or whose dtype, frame shape or filters are
+        not what the format gives it (before any read allocates)."""
         want = self.num_frames if name == "rgb" else self.num_frames - 1
         if self.num_frames < 1 or dsid.shape[:1] != (want,):
             raise StoreError(f"{self.path}: {name} holds {dsid.shape[0] if dsid.shape else 0} items but num_frames "
                              f"{self.num_frames} (from {self._source}) says {want} (damaged file)")
+        fmt = self.rgb_format if name == "rgb" else self.flow_format
+        frame = {"rgb": (self.height, self.width, 3), "flow": (self.height, self.width, 2)}.get(name, (self.height, self.width))
+        shape, dtype = ((want,), "vlen") if fmt in ("jpeg", "png") else ((want, *frame), np.float16 if fmt == "float16" else np.uint8)
+        with _reading(str(self.path)):
+            _check_ds(h5py.Dataset(dsid), name, shape, dtype, str(self.path))
 
     def items(self, name: str, idx: list[int]) -> list[np.ndarray]:
         """Items ``idx`` of dataset ``name`` as stored (encoded bytes, or arrays in the raw formats)."""
@@ -814,7 +834,8 @@ class VideoFile:
         img = cv2.imdecode(buf, flags) if len(buf) else None
         if img is None or img.shape[:2] != (self.height, self.width):
             got = "undecodable bytes" if img is None else f"a {img.shape[1]}x{img.shape[0]} image"
-            raise StoreError(f"{self.path}: {name}[{i}] holds {got}, not {self.width}x{self.height} (damaged file)")
+            raise StoreError(f"{self.path}: {name}[{i}]: a stored image holds {got}, not {self.width}x{self.height} "
+                             "(damaged file)")
         return img
 
     def close(self) -> None:
@@ -853,7 +874,7 @@ class Store:
                         ("rgb_format", lambda v: v in RGB_FORMATS), ("flow_format", lambda v: v in FLOW_FORMATS),
                         ("method", lambda v: isinstance(v, str)), ("params", lambda v: isinstance(v, dict)),
                         ("decode", lambda v: isinstance(v, dict))):
-            if not ok(self.config.get(key)):
+            if key in self.config and not ok(self.config[key]):
                 raise StoreError(f"{self.root / 'store.json'}: {key} is {self.config.get(key)!r}, not a valid setting")
         if not (self.root / "manifest.json").is_file():
             raise StoreError(f"{self.root / 'manifest.json'}: missing; rerun 'flowprep extract' to rewrite it")
@@ -868,6 +889,7 @@ class Store:
         self._index: dict = read_json(index) if index.is_file() else {}
         if not isinstance(self._index, dict):
             raise StoreError(f"{index}: not a flowprep index (a JSON object of videos)")
+        self._settings = {k: self.config[k] for k in VIDEO_FACTS if k in self.config}
         self._layouts: dict[str, dict] = {}  # vid -> where its datasets lie (plain data: kept across forks)
         self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
@@ -906,7 +928,7 @@ class Store:
         return self.info(vid).num_frames
 
     def info(self, vid: str) -> VideoInfo:
-        """The checked attributes of a video's file (see :func:`check_file`)."""
+        """The attributes of a video's file, checked (see :func:`check_file`)."""
         return VideoInfo(**self._facts(vid))
 
     def attrs(self, vid: str) -> dict:
@@ -947,12 +969,14 @@ class Store:
                 raise StoreError(f"{where}: non-finite flow values")
 
     def check_videos(self, ids) -> None:
-        """Open and check (:func:`check_file`) the file of every video in ``ids``: metadata only, about a
-        millisecond per file. Raises :class:`StoreError` naming the first that fails and how many fail."""
+        """Check (:func:`check_file`, against ``store.json`` and ``index.json``) the file of every video in ``ids``:
+        metadata only, about a millisecond per file. Later reads in this process and in processes forked from it
+        (DataLoader workers) use the checked attributes. Raises :class:`StoreError` naming the first file that
+        fails and how many fail."""
         bad = []
         for vid in ids:
             try:
-                self.info(vid)
+                self._facts(vid)
             except StoreError as e:
                 bad.append(str(e))
         if bad:
@@ -1004,9 +1028,13 @@ class Store:
             self._files.move_to_end(vid)
             return v
         path = video_path(self.root, vid)
-        facts = self._facts(vid)
+        facts, source = self._checked.get(vid), "its attributes"
+        if facts is None:
+            facts, source = self._index_facts(vid), "the store's index.json"
+        if facts is None:  # nothing known: read and check the file's attributes
+            facts, source = self._facts(vid), "its attributes"
         try:
-            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}), facts_from="its attributes")
+            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}), facts_from=source)
         except StoreError:
             raise
         except (OSError, ValueError) as e:
@@ -1020,6 +1048,20 @@ class Store:
 
     def _file(self, vid: str) -> h5py.File:
         return self.video(vid).h5
+
+    def _index_facts(self, vid: str) -> dict | None:
+        """:data:`VIDEO_FACTS` of ``vid`` from ``index.json`` and ``store.json`` if they hold sane values, else None.
+        (Each dataset's length is checked against them when it is opened, each image's size when decoded.)"""
+        entry = self._index.get(vid)
+        if not isinstance(entry, dict):
+            return None
+        facts = {**self._settings, **{k: entry.get(k) for k in ("num_frames", "height", "width")}}
+        sane = (all(isinstance(facts.get(k), int) and not isinstance(facts.get(k), bool) for k in ("num_frames", "height", "width"))
+                and 2 <= facts["num_frames"] <= MAX_FRAMES and 1 <= facts["height"] <= MAX_SIDE
+                and 1 <= facts["width"] <= MAX_SIDE and facts.get("rgb_format") in RGB_FORMATS
+                and facts.get("flow_format") in FLOW_FORMATS and facts.get("mapping") in MAPPINGS
+                and isinstance(facts.get("bound"), (int, float)))
+        return facts if sane else None
 
     def _facts(self, vid: str) -> dict:
         """The :data:`VIDEO_FACTS` of ``vid``'s file, from :func:`check_file` run once per process (or parent)."""

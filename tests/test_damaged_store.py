@@ -136,8 +136,8 @@ def test_edited_store_json_bound_is_refused(copy, capsys):
     rc, out, err = _run(["verify", store, "--quiet"], capsys)
     assert rc == 1 and "verified 6 videos: 6 problems" in out
     assert f"{VID}.h5: made with bound 20.0, but store.json says 5.0 (store.json edited" in err
-    with pytest.raises(StoreError, match="made with bound 20.0, but store.json says 5.0"):
-        Store(store).flow(VID, [0])
+    with pytest.raises(StoreError, match="made with bound 20.0, but store.json says 5.0 .*and 3 more files fail"):
+        Store(store).check_videos(Store(store).video_ids(1, "train"))  # what training runs first
 
 
 @pytest.mark.parametrize("name", ["store.json", "index.json", "manifest.json"])
@@ -164,7 +164,9 @@ def test_index_with_a_wrong_frame_count(copy, capsys):
     rc, out, err = _run(["verify", store, "--quiet"], capsys)
     assert rc == 1 and f"index.json: video '{VID}' has num_frames 50 there, but " in err
     with pytest.raises(StoreError, match="has num_frames 50 there"):
-        Store(store).frames(VID, [0])
+        Store(store).check_videos([VID])  # what training runs first
+    with pytest.raises(StoreError, match=r"rgb holds 8 items but num_frames 50 \(from the store's index.json\)"):
+        Store(store).frames(VID, [0])  # a plain read: the dataset lengths
     rc, out, err = _run(["extract", root, "-o", store, *ARGS], capsys)  # the rerun rebuilds the index
     assert rc == 0 and json.loads((store / "index.json").read_text())[VID]["num_frames"] == 8
 
@@ -190,10 +192,10 @@ def _compressed(f):
 
 
 CRAFTED = {  # how the file is made -> the named problem
-    "rgb jpeg 30000x30000": (_jpeg_bomb("rgb"), "rgb[0] holds a 30000x30000 jpeg image with 3 channels, but the "
-                                                "file says jpeg images of 48x40 with 3 or 1"),
-    "flow jpeg 30000x30000": (_jpeg_bomb("flow_x", "flow_y"), "flow_x[0] holds a 30000x30000 jpeg image with 1 "
-                                                              "channels, but the file says jpeg images of 48x40 with 1"),
+    "rgb jpeg 30000x30000": (_jpeg_bomb("rgb"), "rgb[0]: a stored image holds a 30000x30000 jpeg image with 3 "
+                                                "channels, not a jpeg image of 48x40 with 3 or 1 (damaged or crafted file)"),
+    "flow jpeg 30000x30000": (_jpeg_bomb("flow_x", "flow_y"), "flow_x[0]: a stored image holds a 30000x30000 jpeg "
+                              "image with 1 channels, not a jpeg image of 48x40 with 1 (damaged or crafted file)"),
     "rgb 1e8 entries": (_vlen_1e8, "dataset 'rgb' has shape (100000000,), expected (8,) from the file's attributes"),
     "num_frames 1e9": (lambda f: f.attrs.__setitem__("num_frames", 10 ** 9),
                        "attribute num_frames=1000000000 is not an integer in 2..1000000"),
@@ -210,12 +212,18 @@ CRAFTED = {  # how the file is made -> the named problem
     "other video": (lambda f: f.attrs.__setitem__("id", "x.avi"), "holds video 'x.avi', not '{vid}'"),
 }
 
-# Reads each crafted video as training and `show` would, then prints the peak memory (KiB).
+# For each crafted video: the check training runs first (Store.check_videos), then a plain read of frames and of
+# flow by a fresh Store (as `show` or a user's script does); then the peak memory (KiB).
 READER = """
 import resource, sys
 from flowprep.store import Store, StoreError
-st = Store(sys.argv[1])
 for vid in sys.argv[2:]:
+    try:
+        Store(sys.argv[1]).check_videos([vid])
+        print("CHECKED")
+    except StoreError as e:
+        print("REFUSED", str(e).split("; 'flowprep verify")[0])
+    st = Store(sys.argv[1])
     for read in (lambda: st.frames(vid, [0, 1]), lambda: st.flow(vid, [0, 1])):
         try:
             read()
@@ -248,9 +256,16 @@ def test_crafted_files_refused_in_bounded_memory(crafted):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     lines = r.stdout.splitlines()
     for i, (kind, vid) in enumerate(kinds.items()):
+        check, rgb, flow = lines[3 * i:3 * i + 3]
         refused = f"REFUSED {problems[vid]}"
-        expect = {"rgb jpeg 30000x30000": [refused, "READ"], "flow jpeg 30000x30000": ["READ", refused]}
-        assert lines[2 * i:2 * i + 2] == expect.get(kind, [refused] * 2), (kind, r.stdout)
+        if kind == "rgb jpeg 30000x30000":  # images are checked when they are decoded
+            assert (check, rgb, flow) == ("CHECKED", refused, "READ")
+        elif kind == "flow jpeg 30000x30000":
+            assert (check, rgb, flow) == ("CHECKED", "READ", refused)
+        else:  # the file's checks refuse it; a plain read uses the store's own facts and the dataset shapes
+            assert check == refused, (kind, r.stdout)
+            for line in (rgb, flow):
+                assert line == "READ" or line.startswith(f"REFUSED {store / 'videos' / (vid + '.h5')}: "), line
     assert int(lines[-1].split()[1]) < 300_000, lines[-1]  # peak resident memory under 300 MB
     r = run_limited([sys.executable, "-m", "flowprep", "verify", store, "--quiet"], memory_mb=1024)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
