@@ -486,8 +486,10 @@ def check_attributes(f: h5py.File, where: str) -> VideoInfo:
 
 
 def _check_against_settings(f: h5py.File, info: VideoInfo, settings: dict, where: str) -> None:
-    mine = {"method": _attr(f, "method", where), "bound": info.bound, "mapping": info.mapping,
-            "rgb_format": info.rgb_format, "flow_format": info.flow_format}
+    mine = {"bound": info.bound, "mapping": info.mapping, "rgb_format": info.rgb_format,
+            "flow_format": info.flow_format}
+    if "method" in f.attrs:
+        mine["method"] = _attr(f, "method", where)
     for k, v in mine.items():
         if k in settings and settings[k] != v:
             raise StoreError(f"{where}: made with {k} {v!r}, but store.json says {settings.get(k)!r} "
