@@ -1,4 +1,5 @@
 """Augmentation and input layout of the streams."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -92,3 +93,42 @@ def test_bad_spec_is_refused():
         ClipSpec("depth")
     with pytest.raises(ValueError, match="one frame"):
         ClipSpec("spatial", num_frames=5, layout="frame")
+
+
+def _reference_input(clip, spec, bound, rng):
+    """The plain composition the loader's faster code must equal: crop, resize, flip (copies), normalise, layout."""
+    x, y, w, h = T.multiscale_crop_box(clip.shape[1], clip.shape[2], rng)
+    out = clip[:, y:y + h, x:x + w]
+    s = spec.input_size
+    if (h, w) != (s, s):
+        interp = cv2.INTER_AREA if s < w else cv2.INTER_LINEAR
+        out = np.stack([cv2.resize(np.ascontiguousarray(f), (s, s), interpolation=interp) for f in out])
+        if spec.stream == "temporal":
+            out = out * np.array([s / w, s / h], np.float32)
+    if rng.random() < 0.5:
+        out = out[:, :, ::-1].copy()
+        if spec.stream == "temporal":
+            out[..., 0] *= -1
+    if spec.stream == "spatial":
+        out = (out.astype(np.float32) - T.IMAGENET_MEAN) / T.IMAGENET_STD
+    else:
+        out = out.astype(np.float32)
+        if spec.subtract_mean:
+            out = out - out.mean(axis=(1, 2), keepdims=True)
+        out = out / np.float32(bound)
+    t, hh, ww, c = out.shape
+    out = out.transpose(0, 3, 1, 2).reshape(t * c, hh, ww) if spec.layout == "frame" else out.transpose(3, 0, 1, 2)
+    return out
+
+
+@pytest.mark.parametrize("stream,layout,frames", [("spatial", "frame", 1), ("temporal", "frame", 5),
+                                                  ("temporal", "clip", 3), ("spatial", "clip", 3)])
+def test_training_input_equals_the_plain_composition(stream, layout, frames):
+    spec = ClipSpec(stream, num_frames=frames, layout=layout, input_size=27)
+    rng = np.random.default_rng(3)
+    for seed in range(12):  # crop sides 36, 31, 27 (the input size: no resize), 23, flipped and not
+        clip = (rng.integers(0, 256, (frames, 36, 44, 3), dtype=np.uint8) if stream == "spatial"
+                else rng.normal(2, 3, (frames, 36, 44, 2)).astype(np.float32))
+        got = to_input(T.train_augment(clip, 27, stream == "temporal", np.random.default_rng(seed)), spec, 20.0)
+        want = _reference_input(clip, spec, 20.0, np.random.default_rng(seed))
+        np.testing.assert_allclose(got.numpy(), want, atol=2e-5, rtol=0)

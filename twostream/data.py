@@ -88,14 +88,22 @@ def load_clip(source, vid: str, spec: ClipSpec, start: int) -> np.ndarray:
 
 
 def to_input(clip: np.ndarray, spec: ClipSpec, bound: float) -> torch.Tensor:
-    """(T, h, w, C) cropped clip -> the network's input tensor for one clip (see the module docstring)."""
-    x = T.normalize_rgb(clip) if spec.stream == "spatial" else T.normalize_flow(clip, bound, spec.subtract_mean)
-    t, h, w, c = x.shape
-    if spec.layout == "frame":  # (T, h, w, C) -> (T*C, h, w), x/y interleaved for flow
-        x = x.transpose(0, 3, 1, 2).reshape(t * c, h, w)
+    """(T, h, w, C) cropped clip -> the network's input tensor for one clip (see the module docstring).
+
+    Normalisation writes straight into the input layout, channel by channel, whatever the clip's strides.
+    """
+    t, h, w, c = clip.shape
+    if spec.layout == "frame":  # (T, C, h, w) -> (T*C, h, w), x/y interleaved for flow
+        out = np.empty((t, c, h, w), np.float32)
+        view = out.transpose(0, 2, 3, 1)
     else:  # (C, T, h, w)
-        x = x.transpose(3, 0, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(x))
+        out = np.empty((c, t, h, w), np.float32)
+        view = out.transpose(1, 2, 3, 0)
+    if spec.stream == "spatial":
+        T.normalize_rgb(clip, out=view)
+    else:
+        T.normalize_flow(clip, bound, spec.subtract_mean, out=view)
+    return torch.from_numpy(out.reshape(t * c, h, w) if spec.layout == "frame" else out)
 
 
 class TrainClips(Dataset):
