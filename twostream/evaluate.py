@@ -83,28 +83,10 @@ def confusion_matrix(scores: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 
 def plot_confusion(cm: np.ndarray, classes, path, title: str = "") -> None:
-    import matplotlib
+    """Write a confusion matrix PNG: names up to 30 classes, class numbers beyond (``plots.confusion_image``)."""
+    from .plots import save_confusion
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * n + 2), max(3.5, 0.35 * n + 1.5)))
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), classes, fontsize=7)
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_confusion(cm, classes, path, title)
 
 
 def load_model(checkpoint, device: torch.device):
