@@ -89,6 +89,8 @@ def test_tables_by_hand():
     worst = worst_videos([s, t], f, ["s", "t"], 2)
     assert [w["video"] for w in worst] == ["v1", "v0"]  # true-class fused scores .15 and .5
     assert worst[0]["rank"] == 2 and worst[0]["top3"]["t"][0] == ("b", pytest.approx(0.9))
+    assert worst[0]["true"] == {"s": (2, pytest.approx(0.2)), "t": (2, pytest.approx(0.1)),
+                                "fused": (2, pytest.approx(0.15))}
 
 
 def test_report_in_a_browser(small, browser, tmp_path):

@@ -160,16 +160,17 @@ def worst_videos(streams: list[Scores], fused: Scores, names: list[str], k: int)
     """The k videos with the lowest fused score for their true class, worst first.
 
     Each: ``{"video", "class", "true_score", "rank" (of the true class in the fused scores, 1 = top),
-    "top3": {name or "fused": [(class, score)]}}``.
+    "top3": {name or "fused": [(class, score)]}, "true": {name or "fused": (rank, score) of the true class}}``.
     """
     true = fused.scores[np.arange(len(fused.labels)), fused.labels]
     out = []
     for i in np.argsort(true, kind="stable")[:k]:
-        row = fused.scores[i]
-        out.append({"video": str(fused.video_ids[i]), "class": str(fused.classes[fused.labels[i]]),
-                    "true_score": float(true[i]), "rank": int((row > row[fused.labels[i]]).sum()) + 1,
-                    "top3": {**{n: top_classes(s.scores[i], s.classes) for n, s in zip(names, streams)},
-                             "fused": top_classes(row, fused.classes)}})
+        y = fused.labels[i]
+        rows = {**{n: s.scores[i] for n, s in zip(names, streams)}, "fused": fused.scores[i]}
+        out.append({"video": str(fused.video_ids[i]), "class": str(fused.classes[y]), "true_score": float(true[i]),
+                    "rank": int((fused.scores[i] > true[i]).sum()) + 1,
+                    "top3": {n: top_classes(r, fused.classes) for n, r in rows.items()},
+                    "true": {n: (int((r > r[y]).sum()) + 1, float(r[y])) for n, r in rows.items()}})
     return out
 
 
@@ -403,6 +404,10 @@ def worst_html(d: ReportData, k: int, strip_frames: int) -> str:
         for name, top in v["top3"].items():
             items = "".join(f'<li data-class="{html.escape(c)}" class="{"hit" if c == v["class"] else ""}">'
                             f'{html.escape(c)} <span class="num">{p:.3f}</span></li>' for c, p in top)
+            rank, score = v["true"][name]
+            if rank > len(top):  # the true class further down: its rank and score
+                items += (f'<li value="{rank}" class="hit below">{html.escape(v["class"])} '
+                          f'<span class="num">{score:.3f}</span></li>')
             lists.append(f'<div><b>{html.escape(name)}</b><ol data-stream="{html.escape(name)}">{items}</ol></div>')
         strip = ""
         if d.store is not None:
@@ -436,7 +441,7 @@ tr.differs th,tr.differs td{background:#fff5d6}td.gain{color:#080;font-weight:bo
 .scroll thead th{position:sticky;top:0;background:#f4f4f4;cursor:pointer}
 .pair{display:flex;flex-wrap:wrap;gap:2em}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}
 img.cm{display:block;max-width:100%}.hover{color:#046;min-height:1.4em;max-width:800px}
-.worst{margin:1em 0 2em}.tops{display:flex;gap:2em}.tops ol{margin:.2em 0;padding-left:1.5em}li.hit{color:#080;font-weight:bold}
+.worst{margin:1em 0 2em}.tops{display:flex;gap:2em}.tops ol{margin:.2em 0;padding-left:2.4em}li.hit{color:#080;font-weight:bold}li.below{color:#b00;margin-top:.3em}
 img.strip,img.curves{max-width:100%;display:block;margin-top:.4em}
 """
 
