@@ -168,3 +168,11 @@ def test_report_bad_input(small, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
     assert main(["report", *map(str, paths), "--runs", str(tmp_path / "x"), "-o", str(tmp_path / "r.html")]) == 2
     assert "run directories for 2 score files" in capsys.readouterr().err
+
+
+def test_no_chromium_is_a_failure_that_says_how_to_install_it(monkeypatch, tmp_path):
+    from headless import chromium_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no browser on it
+    with pytest.raises(RuntimeError, match="apt-get install -y chromium"):
+        chromium_binary()
