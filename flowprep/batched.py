@@ -135,7 +135,23 @@ def use_pipeline(cfg: ExtractConfig, pipeline: PipelineConfig | None) -> bool:
                              f"({', '.join(BATCHED_METHODS)}), not {cfg.method!r}")
         return False
     solver = BATCHED_METHODS[cfg.method](cfg.params)
+    if _warm_started(cfg):
+        # A warm-started pair needs the previous pair's flow first: the pairs of a video are solved one after
+        # another, which the per-video path does; batching them across videos here would be a new scheduler.
+        if pipeline is not None:
+            raise ValueError("warm_start solves each video's pairs one after another from the previous pair's "
+                             "flow: it runs on the per-video path; leave out the batched pipeline "
+                             "(--batch-pairs, --writers)")
+        return False
     return pipeline is not None or solver.device.type == "cuda"
+
+
+def _warm_started(cfg: ExtractConfig) -> bool:
+    if cfg.method != "tvl1-torch":
+        return False
+    from . import tvl1_torch
+
+    return tvl1_torch.warm_start_options(cfg.params).enabled
 
 
 # --- stage 1: decoding, in worker processes ---------------------------------------------------------

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -238,15 +238,21 @@ def _selection_network(n: int, rank: int) -> tuple[tuple[int, int, bool, bool], 
 MEDIAN_SLICE_BYTES = 128 * 2**20
 
 
-def median_filter(u: torch.Tensor, k: int, compile: bool = False) -> torch.Tensor:
+def median_filter(u: torch.Tensor, k: int, compile: bool = False, use_opencv: bool | None = None) -> torch.Tensor:
     """k x k median of each channel of ``(B, C, H, W)``, replicated borders (``cv2.medianBlur``).
 
     A selection network of elementwise min/max over the k*k shifted views of the padded input:
     ten times faster than ``unfold(...).median()`` on the CPU, with no (B, C, H, W, k*k) copy, and
     ``torch.compile`` fuses it into one kernel. Run eagerly, it filters the batch in slices so that
     its temporaries stay under :data:`MEDIAN_SLICE_BYTES` (each pair is filtered on its own, so the
-    slicing changes no value).
+    slicing changes no value). On the CPU, ``cv2.medianBlur`` itself is another twenty times faster
+    (its float version takes k = 3 or 5) and gives the same values: ``use_opencv`` None picks it for
+    float32 CPU tensors where it applies.
     """
+    if use_opencv is None:
+        use_opencv = u.device.type == "cpu" and u.dtype == torch.float32 and k in (3, 5)
+    if use_opencv:
+        return _median_by_opencv(u, k)
     network = _selection_network(k * k, (k * k) // 2)
     if compile:  # fused into one kernel: no temporaries to bound
         return _maybe_compiled(_median_by_network, True)(u, k, network)
@@ -258,6 +264,13 @@ def median_filter(u: torch.Tensor, k: int, compile: bool = False) -> torch.Tenso
     for s in range(0, len(u), step):
         out[s : s + step] = _median_by_network(u[s : s + step], k, network)
     return out
+
+
+def _median_by_opencv(u: torch.Tensor, k: int) -> torch.Tensor:
+    import cv2
+
+    planes = u.detach().contiguous().reshape(-1, *u.shape[-2:]).numpy()  # (B*C, H, W) float32
+    return torch.from_numpy(np.stack([cv2.medianBlur(p, k) for p in planes])).reshape(u.shape)
 
 
 def _median_by_network(u: torch.Tensor, k: int, network: tuple) -> torch.Tensor:
@@ -272,19 +285,6 @@ def _median_by_network(u: torch.Tensor, k: int, network: tuple) -> torch.Tensor:
         if need_max:
             wires[j] = torch.maximum(a, b)
     return wires[(k * k) // 2]
-
-
-def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences of ``(B, C, H, W)``; zero across the last column / row."""
-    ux = F.pad(u[..., 1:] - u[..., :-1], (0, 1))
-    uy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
-    return ux, uy
-
-
-def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Backward-difference divergence, the negative adjoint of :func:`_forward_gradient`."""
-    # p is 0 before the first column/row; its last column/row stays 0 since grad u is 0 there.
-    return px - F.pad(px[..., :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
 
 
 def _primal_dual_step(
@@ -309,20 +309,36 @@ def _primal_dual_step(
     """
     f32 = torch.float32
     ivec32 = ivec.to(f32)
-    grad32 = grad.to(f32)
     px32, py32 = px.to(f32), py.to(f32)
+    # Few, mostly in-place operations: on the CPU each one is a pass over memory (measured: ~1.4x
+    # faster than the plain expressions); torch.compile fuses them anyway.
     # Thresholding step TH of Zach et al.: v = u + step * grad I1, step set by the residual rho.
-    rho = rho_c.to(f32) + (ivec32 * u).sum(dim=1)
+    rho = (ivec32 * u).sum(dim=1).add_(rho_c.to(f32))
     # OpenCV branches on rho vs +-lambda*theta*|grad|^2; the clamp is the same function, and
     # differs only where 0 < |grad I1|^2 <= FLT_EPSILON (OpenCV then takes 0), by < 1e-5 px.
-    step = torch.clamp(-rho / grad32.clamp_min(_TINY), -l_t, l_t)
-    v = u + step[:, None] * ivec32
-    u_new = v + theta * _divergence(px32, py32)
+    step = rho.div_(grad.to(f32).clamp_min(_TINY)).neg_().clamp_(-l_t, l_t)
+    u_new = torch.addcmul(u, step[:, None], ivec32)  # v
+    # u = v + theta div p, div p by backward differences (p is 0 before the first column/row; its
+    # last column/row stays 0 since grad u is 0 there).
+    div = px32 + py32
+    div[..., 1:] -= px32[..., :-1]
+    div[..., 1:, :] -= py32[..., :-1, :]
+    u_new.add_(div, alpha=theta)
     err = _update_size(u_new, u)  # (B,)
-    ux, uy = _forward_gradient(u_new)
-    norm = 1.0 + taut * torch.sqrt(ux * ux + uy * uy)
-    px_new = ((px32 + taut * ux) / norm).to(px.dtype)
-    py_new = ((py32 + taut * uy) / norm).to(py.dtype)
+    # Dual step with the forward differences of u (zero across the last column / row).
+    if torch.compiler.is_compiling():  # dynamo refuses out= views; the values are the same
+        ux = F.pad(u_new[..., 1:] - u_new[..., :-1], (0, 1))
+        uy = F.pad(u_new[..., 1:, :] - u_new[..., :-1, :], (0, 0, 0, 1))
+    else:  # one pass each instead of a difference and a padded copy
+        ux = torch.empty_like(u_new)
+        uy = torch.empty_like(u_new)
+        torch.sub(u_new[..., 1:], u_new[..., :-1], out=ux[..., :-1])
+        ux[..., -1] = 0
+        torch.sub(u_new[..., 1:, :], u_new[..., :-1, :], out=uy[..., :-1, :])
+        uy[..., -1, :] = 0
+    norm = (ux * ux).addcmul_(uy, uy).sqrt_().mul_(taut).add_(1.0)
+    px_new = torch.add(px32, ux, alpha=taut).div_(norm).to(px.dtype)
+    py_new = torch.add(py32, uy, alpha=taut).div_(norm).to(py.dtype)
     if not masked:
         return u_new, px_new, py_new, active & (err > tol)
     m = active[:, None, None, None]
@@ -537,8 +553,48 @@ def _resolve_device(device: str) -> torch.device:
 # batch_size 0 picks per device: 1 on the CPU, where a batch only adds the masked work of pairs
 # that converged early (run one process per core instead), and 64 on a GPU (0.91 GB of tensors at 340x256,
 # bench/tvl1_memory.py).
-TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", batch_size=0, compile=False)
+# warm_start, warm_levels, warm_warps: see WarmStart (ours, not OpenCV's; off by default).
+TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", batch_size=0, compile=False,
+                           warm_start=False, warm_levels=0, warm_warps=0)
 _AUTO_BATCH = {"cpu": 1, "cuda": 64}
+_WARM_KEYS = {"warm_start": "enabled", "warm_levels": "levels", "warm_warps": "warps"}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Start each pair of a video from the previous pair's flow (``tvl1-torch``'s ``warm_*`` parameters).
+
+    In a video the motion changes little from one pair to the next, so the previous flow already holds
+    the large displacements that the coarse pyramid levels exist to find: a warm pair can skip them
+    (``levels``) and use fewer warps (``warps``), and the per-pair stopping rule ends its iterations
+    sooner. Our addition: OpenCV has ``useInitialFlow`` (the flow seeds the coarsest level) but no way to
+    shorten the pyramid. Measured on flowprep.groundtruth's sequences and the Middlebury pair in
+    ``bench/tvl1_bench.py``; see the README.
+
+    A pair is warm when it starts where the previous pair of the same call ended (its first frame equals
+    the previous pair's second frame, as in ``video_flow``); the first pair of a video, and any pair that
+    does not continue the previous one, is solved cold with the full parameters. Chained pairs are solved
+    one after another whatever the batch size, so a pair's flow depends only on its video's earlier pairs.
+
+    Attributes:
+        enabled: warm-start chained pairs.
+        levels: pyramid levels of a warm pair, finest first (the previous flow is resized to the coarsest
+            of them); 0: all ``nscales`` levels, which is OpenCV's ``useInitialFlow``.
+        warps: warps per level of a warm pair; 0: ``warps``.
+    """
+
+    enabled: bool = False
+    levels: int = 0
+    warps: int = 0
+
+    def __post_init__(self):
+        if self.levels < 0 or self.warps < 0:
+            raise ValueError(f"warm_levels and warm_warps must be >= 1, or 0 for the cold values, got "
+                             f"{self.levels} and {self.warps}")
+
+    def params(self, cold: TVL1Params) -> TVL1Params:
+        """The TV-L1 parameters of a warm pair."""
+        return replace(cold, nscales=self.levels or cold.nscales, warps=self.warps or cold.warps)
 
 
 def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
@@ -546,10 +602,14 @@ def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
 
     ``params``: the TV-L1 parameters of ``TVL1_DEFAULTS`` plus ``device`` ("cpu", "cuda", "auto"),
     ``precision`` ("float32", "float16", "bfloat16"), ``batch_size`` (pairs solved at once; 0: 1 on
-    the CPU, 64 on CUDA) and ``compile``.
+    the CPU, 64 on CUDA), ``compile`` and ``warm_start`` / ``warm_levels`` / ``warm_warps`` (see
+    :class:`WarmStart`).
     """
     _check_pairs(prev, nxt)
     device, precision, batch_size, compile_, tv = _parse_params(params)
+    warm = warm_start_options(params)
+    if warm.enabled:
+        return _solve_chained(prev, nxt, device, precision, compile_, tv, warm)
     out = np.empty(prev.shape + (2,), np.float32)
     for start in range(0, len(prev), batch_size):
         stop = min(start + batch_size, len(prev))
@@ -565,6 +625,28 @@ def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
         flow = tvl1(a, b, params=tv, precision=precision, compile=compile_)[:n]
         out[start:stop] = flow.permute(0, 2, 3, 1).cpu().numpy()
     return out
+
+
+def _solve_chained(prev, nxt, device, precision, compile_, tv: TVL1Params, warm: WarmStart) -> np.ndarray:
+    """Pairs one at a time, each chained pair warm-started from the previous pair's flow."""
+    out = np.empty(prev.shape + (2,), np.float32)
+    flow = None  # (1, 2, H, W) on the device: the previous pair's flow
+    for i in range(len(prev)):
+        a = torch.from_numpy(np.ascontiguousarray(prev[i : i + 1])).to(device)
+        b = torch.from_numpy(np.ascontiguousarray(nxt[i : i + 1])).to(device)
+        chained = i > 0 and np.array_equal(prev[i], nxt[i - 1])
+        flow = tvl1(a, b, params=warm.params(tv) if chained else tv, init_flow=flow if chained else None,
+                    precision=precision, compile=compile_)
+        out[i] = flow[0].permute(1, 2, 0).cpu().numpy()
+    return out
+
+
+def warm_start_options(params: dict) -> WarmStart:
+    """The :class:`WarmStart` of a ``tvl1-torch`` parameter dict (absent keys: off)."""
+    opts = {field: params[key] for key, field in _WARM_KEYS.items() if key in params}
+    if isinstance(opts.get("enabled"), str):  # e.g. from a command line
+        opts["enabled"] = opts["enabled"].strip().lower() in ("1", "true", "yes", "on")
+    return WarmStart(**{k: (bool(v) if k == "enabled" else int(v)) for k, v in opts.items()})
 
 
 def validate_params(params: dict) -> None:
@@ -590,6 +672,9 @@ def _parse_params(params: dict) -> tuple[torch.device, str, int, bool, TVL1Param
     compile_ = opts.pop("compile")
     if isinstance(compile_, str):  # e.g. from a command line
         compile_ = compile_.strip().lower() in ("1", "true", "yes", "on")
+    warm_start_options(opts)  # validated here, used by tvl1_torch_pairs
+    for key in _WARM_KEYS:
+        opts.pop(key)
     return device, precision, batch_size or _AUTO_BATCH[device.type], bool(compile_), TVL1Params(**opts)
 
 

@@ -205,3 +205,22 @@ def test_kill_while_writing_then_resume(dataset, reference, tmp_path):
     assert p.returncode == 0, p.stderr
     assert f"{7 - len(finished)} extracted, {len(finished)} already done, 0 failed" in p.stdout
     _same_store(tmp_path / "st", reference)
+
+
+def test_warm_start_runs_on_the_per_video_path(dataset, reference, tmp_path):
+    # A warm-started pair needs its video's previous pair first: the batched pipeline refuses it before touching
+    # the store, and by default such a store is made by the per-video path, whose flow video_flow reproduces.
+    cfg = ExtractConfig(method="tvl1-torch", params=dict(PARAMS, warm_start=True, warm_warps=1),
+                        decode=DecodeConfig(short_side=None), flow_format="float16")
+    with pytest.raises(ValueError, match="warm_start.*per-video path"):
+        extract_dataset(dataset, tmp_path / "refused", cfg, jobs=1, progress=False,
+                        pipeline=PipelineConfig(batch_pairs=4))
+    assert not (tmp_path / "refused").exists()
+    assert not use_pipeline(cfg, None)
+    s = extract_dataset(dataset, tmp_path / "st", cfg, jobs=1, progress=False)
+    assert s.ok and s.pairs == 47
+    st = Store(tmp_path / "st")
+    assert st.config["params"]["warm_start"] is True
+    frames = read_video(dataset / ODD, DecodeConfig(short_side=None)).frames
+    expected = video_flow(frames, "tvl1-torch", st.config["params"]).astype(np.float16)
+    np.testing.assert_array_equal(st.flow(ODD, range(len(frames) - 1)), expected.astype(np.float32))

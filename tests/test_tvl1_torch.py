@@ -101,7 +101,8 @@ def test_median_filter_matches_torch_median_and_cv2(k):
     u = torch.from_numpy(rng.integers(0, 6, (2, 2, 13, 17)).astype(np.float32))
     pad = torch.nn.functional.pad(u, (k // 2,) * 4, mode="replicate")
     ref = pad.unfold(2, k, 1).unfold(3, k, 1).reshape(2, 2, 13, 17, k * k).median(-1).values
-    assert torch.equal(median_filter(u, k), ref)
+    assert torch.equal(median_filter(u, k, use_opencv=False), ref)  # the selection network (GPU path)
+    assert torch.equal(median_filter(u, k), ref)  # on the CPU, OpenCV's medianBlur where it takes k
     if k == 5:  # the window OpenCV supports for float images
         x = rng.normal(0, 3, (31, 29)).astype(np.float32)
         ours = median_filter(torch.from_numpy(x)[None, None], 5)[0, 0].numpy()
@@ -113,8 +114,9 @@ def test_median_filter_in_slices_equals_the_whole_batch(monkeypatch):
     import flowprep.tvl1_torch as T
 
     u = torch.from_numpy(np.random.default_rng(1).normal(0, 3, (7, 2, 21, 23)).astype(np.float32))
-    whole = median_filter(u, 5)
+    whole = median_filter(u, 5, use_opencv=False)  # the network (on the CPU, OpenCV's filter is the default)
     monkeypatch.setattr(T, "MEDIAN_SLICE_BYTES", 25 * 2 * 21 * 23 * 4 * 3)  # 3 pairs per slice
+    assert torch.equal(median_filter(u, 5, use_opencv=False), whole)
     assert torch.equal(median_filter(u, 5), whole)
 
 
@@ -276,3 +278,44 @@ def test_bad_input_raises_value_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             _ours(a, a, device="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# Warm start (ours): each pair of a video starts from the previous pair's flow
+
+
+def test_warm_start_chains_pairs_and_only_chained_pairs():
+    gt = pytest.importorskip("flowprep.groundtruth")
+    pytest.importorskip("skimage.data")
+    seq = gt.make_sequence("object", (64, 48), num_frames=4)
+    f = seq.frames
+    warm = dict(warm_start=True, warm_levels=2, warm_warps=2)
+    flow = _ours(f[:-1], f[1:], **warm)
+    cold = _ours(f[:-1], f[1:])
+    # The first pair has no previous flow: solved cold. Later ones start from the previous pair's flow, at the
+    # two finest levels with 2 warps each, exactly as tvl1 with that initial flow and those parameters.
+    np.testing.assert_array_equal(flow[0], cold[0])
+    p = TVL1Params(nscales=2, warps=2)
+    init = torch.from_numpy(flow[1]).permute(2, 0, 1)[None]
+    again = tvl1(torch.from_numpy(f[2:3]), torch.from_numpy(f[3:4]), params=p, init_flow=init)
+    np.testing.assert_array_equal(flow[2], again[0].permute(1, 2, 0).numpy())
+    assert not np.array_equal(flow[1:], cold[1:])
+    # The batch size does not change a pair's flow; pairs that do not continue the previous one are solved cold.
+    np.testing.assert_array_equal(_ours(f[:-1], f[1:], batch_size=3, **warm), flow)
+    shuffled = _ours(f[[2, 0]], f[[3, 1]], **warm)
+    np.testing.assert_array_equal(shuffled, cold[[2, 0]])
+    # Command-line strings are parsed; bad values are named.
+    np.testing.assert_array_equal(_ours(f[:-1], f[1:], warm_start="true", warm_levels="2", warm_warps="2"), flow)
+    with pytest.raises(ValueError, match="warm_levels"):
+        validate_params(dict(warm_levels=-1))
+
+
+def test_warm_start_keeps_the_accuracy_on_ground_truth():
+    gt = pytest.importorskip("flowprep.groundtruth")
+    pytest.importorskip("skimage.data")
+    for name in ("translation", "object"):
+        seq = gt.make_sequence(name, (96, 72), num_frames=5)
+        cold = gt.endpoint_error(_ours(seq.frames[:-1], seq.frames[1:]), seq.flow, seq.valid)
+        warm = gt.endpoint_error(_ours(seq.frames[:-1], seq.frames[1:], warm_start=True, warm_levels=2),
+                                 seq.flow, seq.valid)
+        assert warm < 1.1 * cold, (name, warm, cold)
