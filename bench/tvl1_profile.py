@@ -1,5 +1,6 @@
 """Where tvl1-torch's time goes on the CPU: per pyramid level, warps, iterations run before each pair's stopping
-rule ends it, median filtering and the other stages, for one thread on 340x256 bikes.mp4 pairs.
+rule ends it, median filtering and the other stages, for one thread on 340x256 bikes.mp4 pairs (one video).
+Times are CPU time of this process, so that a busy machine changes them little.
 
 The module's functions are wrapped with timers (so the figures include the wrappers' small overhead), and each
 setting is run on the same pairs:
@@ -37,10 +38,10 @@ class Profile:
 
     def wrap(self, name, fn):
         def timed(*args, **kw):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             out = fn(*args, **kw)
             key = (self.level, name)
-            self.seconds[key] += time.perf_counter() - t0
+            self.seconds[key] += time.process_time() - t0
             self.calls[key] += 1
             return out
 
@@ -49,9 +50,9 @@ class Profile:
     def wrap_level(self, fn):
         def timed(I0, *args, **kw):
             self.level = tuple(I0.shape[-2:])
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             out = fn(I0, *args, **kw)
-            self.level_seconds[self.level] += time.perf_counter() - t0
+            self.level_seconds[self.level] += time.process_time() - t0
             self.level = None
             return out
 
@@ -65,9 +66,9 @@ def run(prev, nxt, params: dict, prof: Profile) -> float:
         for name in STAGES:
             setattr(T, name, prof.wrap(name, originals[name]))
         T._solve_level = prof.wrap_level(originals["_solve_level"])
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         T.tvl1_torch_pairs(prev, nxt, **params)
-        return time.perf_counter() - t0
+        return time.process_time() - t0
     finally:
         for name, fn in originals.items():
             setattr(T, name, fn)

@@ -29,6 +29,13 @@ as iterations past convergence are no-ops. ``check_every=0`` never reads back an
 maximum counts (``inner_iterations * outer_iterations`` per warp): fixed shapes and no syncs, which
 suits CUDA graphs. ``epsilon=0`` gives fixed iteration counts for every pair.
 
+Doing less work (ours; off by default, so the defaults stay OpenCV's). In a video, consecutive pairs
+have similar flow: ``warm_start`` starts each pair from the previous pair's flow, and ``warm_levels`` /
+``warm_warps`` then skip the coarse pyramid levels and some warps (see :class:`WarmStart`). On the CPU
+the median filter is OpenCV's own (same values) and the primal-dual step is written as few in-place
+passes over memory; ``bench/tvl1_profile.py`` shows where the time goes, ``bench/tvl1_bench.py`` and
+``bench/flow_frontier.py`` what each setting costs and gains on ground truth (flowprep.groundtruth).
+
 Precision. ``"float32"`` everywhere, or ``"float16"`` / ``"bfloat16"``: the per-warp data (warped
 gradient, its squared norm, the constant part of the residual) and the dual variables are stored
 in 16 bits while every operation computes in float32, so an iteration moves about a third fewer
