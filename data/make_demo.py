@@ -13,9 +13,11 @@ so that each cue alone is provably insufficient:
   detail depends on the direction, so one frame of ``RedUp`` is distributed exactly like one
   frame of ``RedDown``: the spatial stream cannot tell motions apart;
 * averaging the two streams' class scores (late fusion) separates all six;
-* every class is closed under a horizontal flip (``Sideways`` moves left or right at random), because
+* every default class is closed under a horizontal flip (``Sideways`` moves left or right at random), because
   two-stream training flips frames and flow stacks horizontally (negating flow-x) as augmentation:
-  with separate ``Left`` and ``Right`` classes a flip would turn a sample into the other class.
+  with separate ``Left`` and ``Right`` classes a flip would turn a sample into the other class. Those two
+  motions exist (``--motions Left,Right,Up,Down``) to show exactly that, and what ``twostream train --no-flip``
+  or ``--flip-map`` do about it (``data/run_flip_demo.sh``).
 
 Every video is a textured disc moving at a constant random speed over a static textured grey
 background, with a little per-frame noise. The disc's texture moves with it and the background is
@@ -48,7 +50,10 @@ MOTIONS: dict[str, tuple[tuple[int, int], ...]] = {
     "Up": ((0, -1),),
     "Down": ((0, 1),),
     "Sideways": ((1, 0), (-1, 0)),
+    "Left": ((-1, 0),),  # not flip-closed: a mirrored Left video is a Right one
+    "Right": ((1, 0),),
 }
+DEFAULT_MOTIONS = ("Up", "Down", "Sideways")
 FPS = 25.0
 FOURCC = "MJPG"
 
@@ -65,16 +70,23 @@ _NOISE_SIGMA = 2.0  # grey levels, the same on the three channels (a luma noise)
 _CLIPS_PER_GROUP = 4
 
 
-def class_names() -> list[str]:
-    """The six class names in sorted order (the order of ``classInd.txt``, labels 1..6)."""
-    return sorted(c + m for c in COLOURS for m in MOTIONS)
+def class_names(motions=DEFAULT_MOTIONS, colours=tuple(COLOURS)) -> list[str]:
+    """The class names in sorted order (the order of ``classInd.txt``, labels 1..N); by default the six of
+    {Red, Blue} x {Up, Down, Sideways}."""
+    for m in motions:
+        if m not in MOTIONS:
+            raise ValueError(f"unknown motion {m!r}; known: {', '.join(MOTIONS)}")
+    for c in colours:
+        if c not in COLOURS:
+            raise ValueError(f"unknown colour {c!r}; known: {', '.join(COLOURS)}")
+    return sorted(c + m for c in colours for m in motions)
 
 
 def _split_class(name: str) -> tuple[str, str]:
     for c in COLOURS:
         if name.startswith(c) and name[len(c):] in MOTIONS:
             return c, name[len(c):]
-    raise ValueError(f"unknown demo class {name!r}; known: {', '.join(class_names())}")
+    raise ValueError(f"unknown demo class {name!r}; known: {', '.join(class_names(tuple(MOTIONS)))}")
 
 
 def _chroma(colour: str) -> np.ndarray:
@@ -220,7 +232,7 @@ def _groups(videos_per_class: int) -> tuple[int, int]:
 
 
 def make_demo(out_dir, *, videos_per_class: int = 16, num_frames: int = 32, size: tuple[int, int] = (64, 64),
-              seed: int = 0) -> Path:
+              seed: int = 0, motions=DEFAULT_MOTIONS, colours=tuple(COLOURS)) -> Path:
     """Render the demo dataset under ``out_dir`` in the UCF101 layout.
 
     Video ``i`` of class ``c`` (index in :func:`class_names`) is rendered from
@@ -233,6 +245,7 @@ def make_demo(out_dir, *, videos_per_class: int = 16, num_frames: int = 32, size
         num_frames: frames per video (at least 2; the two-stream temporal input of L flow frames needs L + 1).
         size: (width, height) of the frames, each at least 16.
         seed: non-negative base seed.
+        motions, colours: the classes are colours x motions (default: the six of the module docstring).
 
     Returns:
         ``out_dir`` as a :class:`pathlib.Path`.
@@ -249,7 +262,7 @@ def make_demo(out_dir, *, videos_per_class: int = 16, num_frames: int = 32, size
     size = (int(size[0]), int(size[1]))
     clips, test_groups = _groups(videos_per_class)
     first_test_group = math.ceil(videos_per_class / clips) - test_groups + 1
-    classes = class_names()
+    classes = class_names(motions, colours)
     train, test = [], []
     for label, name in enumerate(classes, start=1):
         colour, motion = _split_class(name)
@@ -280,17 +293,24 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=32, metavar="T", help="frames per video (default: 32)")
     parser.add_argument("--size", type=_parse_size, default=(64, 64), metavar="WxH", help="default: 64x64")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="default: 0")
+    parser.add_argument("--motions", default=",".join(DEFAULT_MOTIONS), metavar="M,M,...",
+                        help=f"motions among {', '.join(MOTIONS)} (default: {','.join(DEFAULT_MOTIONS)}); Left and "
+                        "Right are not closed under a horizontal flip")
+    parser.add_argument("--colours", default=",".join(COLOURS), metavar="C,C,...",
+                        help=f"colours among {', '.join(COLOURS)} (default: both)")
     args = parser.parse_args(argv)
     try:
         out = make_demo(args.out, videos_per_class=args.videos_per_class, num_frames=args.frames,
-                        size=args.size, seed=args.seed)
+                        size=args.size, seed=args.seed, motions=tuple(args.motions.split(",")),
+                        colours=tuple(args.colours.split(",")))
     except ValueError as e:
         parser.error(str(e))
     lists = out / "ucfTrainTestlist"
     n_train = len((lists / "trainlist01.txt").read_text().splitlines())
     n_test = len((lists / "testlist01.txt").read_text().splitlines())
     w, h = args.size
-    print(f"wrote {n_train + n_test} videos ({len(class_names())} classes x {args.videos_per_class}, "
+    n_classes = len(class_names(tuple(args.motions.split(",")), tuple(args.colours.split(","))))
+    print(f"wrote {n_train + n_test} videos ({n_classes} classes x {args.videos_per_class}, "
           f"{args.frames} frames {w}x{h} MJPG @ {FPS:g} fps) to {out}: split 01 = {n_train} train / {n_test} test")
     return 0
 

@@ -74,9 +74,9 @@ def test_eval_crops_ten_views_of_the_right_size():
 
 def test_train_augment_is_reproducible_and_sized():
     clip = _flow(2, 30, 40)
-    a = T.train_augment(clip, 16, True, np.random.default_rng(5))
-    b = T.train_augment(clip, 16, True, np.random.default_rng(5))
-    assert a.shape == (2, 16, 16, 2)
+    a, fa = T.train_augment(clip, 16, True, np.random.default_rng(5))
+    b, fb = T.train_augment(clip, 16, True, np.random.default_rng(5))
+    assert a.shape == (2, 16, 16, 2) and fa == fb
     np.testing.assert_array_equal(a, b)
 
 
@@ -129,6 +129,6 @@ def test_training_input_equals_the_plain_composition(stream, layout, frames):
     for seed in range(12):  # crop sides 36, 31, 27 (the input size: no resize), 23, flipped and not
         clip = (rng.integers(0, 256, (frames, 36, 44, 3), dtype=np.uint8) if stream == "spatial"
                 else rng.normal(2, 3, (frames, 36, 44, 2)).astype(np.float32))
-        got = to_input(T.train_augment(clip, 27, stream == "temporal", np.random.default_rng(seed)), spec, 20.0)
+        got = to_input(T.train_augment(clip, 27, stream == "temporal", np.random.default_rng(seed))[0], spec, 20.0)
         want = _reference_input(clip, spec, 20.0, np.random.default_rng(seed))
         np.testing.assert_allclose(got.numpy(), want, atol=2e-5, rtol=0)

@@ -57,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-channels-last", action="store_true", help="no channels-last memory format on CUDA")
     t.add_argument("--seed", type=int, default=d["seed"], help="(default: 0)")
     t.add_argument("--val-clips", type=int, default=d["val_clips"], help="clips per video in per-epoch validation")
-    t.add_argument("--no-mean-subtraction", action="store_true", help="keep the mean flow of each field")
+    t.add_argument("--no-mean-subtraction", action="store_true",
+                   help="keep the mean flow of each field (subtracting it removes a global pan: right when camera "
+                   "motion is noise, as in UCF101; wrong when the camera motion is the class)")
+    fl = t.add_mutually_exclusive_group()
+    fl.add_argument("--no-flip", action="store_true",
+                    help="no horizontal flips: for classes defined by a direction (pan left / pan right). Recorded in "
+                    "the checkpoint: evaluate and predict then use no mirrored views (10 crops become 5)")
+    fl.add_argument("--flip-map", metavar="FILE",
+                    help="class pairs that swap under a horizontal flip (mmaction2's flip_label_map), one pair per "
+                    "line ('Left Right'; a tab between names with spaces): flips stay and swap those labels, in "
+                    "training and in the mirrored test views")
     t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb (needs tensorboard)")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bars and no line per epoch: only the final "
@@ -69,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", type=int, help="split number (default: the one trained on)")
     e.add_argument("-o", "--out", required=True, metavar="SCORES", help="score file to write (.npz)")
     e.add_argument("--clips", type=int, default=25, help="evenly spaced clips per video (default: 25)")
-    e.add_argument("--crops", type=int, default=10, choices=(1, 5, 10), help="crops per clip (default: 10)")
+    e.add_argument("--crops", type=int, default=10, choices=(1, 5, 10),
+                   help="crops per clip (default: 10, the 5 and each mirrored; 5 for a model trained with --no-flip)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--device", default="auto")
@@ -151,7 +162,8 @@ def cmd_train(a) -> int:
                       weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout, bn=a.bn,
                       samples_per_video=a.samples_per_video, workers=a.workers, device=a.device, amp=not a.no_amp,
                       channels_last=not a.no_channels_last, seed=a.seed, val_clips=a.val_clips,
-                      subtract_mean=not a.no_mean_subtraction, tensorboard=a.tensorboard, resume=a.resume)
+                      subtract_mean=not a.no_mean_subtraction, flip=not a.no_flip, flip_map=a.flip_map,
+                      tensorboard=a.tensorboard, resume=a.resume)
     logger = logging.getLogger("twostream")
     level = logger.level
     if a.quiet:  # the per-epoch lines and the note on pretrained weights are INFO messages of this package
@@ -172,6 +184,8 @@ def cmd_evaluate(a) -> int:
     m = evaluate(a.checkpoint, a.store, a.out, split=a.split, num_clips=a.clips, num_crops=a.crops,
                  batch_size=a.batch_size, workers=a.workers, device=a.device, progress=not a.quiet)
     if _rank() == 0:
+        if m["crops"] != a.crops:
+            print(f"the model was trained without flips: {m['crops']} unmirrored crops per clip, not {a.crops}")
         print(f"{m['videos']} videos: clip top1 {m['clip_top1']:.3f}, video top1 {m['top1']:.3f}, "
               f"top5 {m['top5']:.3f}, mean class {m['mean_class']:.3f} -> {a.out}")
     return 0

@@ -12,6 +12,11 @@ Training draws ``samples_per_video`` random clips per video and epoch; the rando
 flip) come from a generator seeded by (seed, epoch, sample index), so they do not depend on the number of
 DataLoader workers and a resumed run sees exactly what an uninterrupted one would.
 Testing takes K evenly spaced clips per video, each in 1, 5 or 10 crops (TSN's test protocol).
+
+Horizontal flips assume that a mirrored clip shows the same class. Where classes are defined by a direction
+(pan left / pan right, Something-Something's "from left to right"), ``ClipSpec.flip=False`` turns them off in
+training and drops the mirrored test views, and ``ClipSpec.flip_pairs`` (mmaction2's ``flip_label_map``)
+keeps them but swaps the labels of each pair under a flip, in training and in the mirrored test views' scores.
 """
 from __future__ import annotations
 
@@ -38,6 +43,8 @@ class ClipSpec:
         layout: ``frame`` or ``clip`` (see the module docstring).
         input_size: side of the square network input.
         subtract_mean: per-field mean flow subtraction (temporal stream only).
+        flip: random horizontal flips in training and mirrored views in testing (see the module docstring).
+        flip_pairs: label pairs that swap under a horizontal flip (needs ``flip``).
     """
 
     stream: str = "spatial"
@@ -46,8 +53,17 @@ class ClipSpec:
     layout: str = "frame"
     input_size: int = 224
     subtract_mean: bool = True
+    flip: bool = True
+    flip_pairs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
+        pairs = tuple((int(a), int(b)) for a, b in self.flip_pairs)  # lists when read back from a checkpoint
+        object.__setattr__(self, "flip_pairs", pairs)
+        labels = [x for p in pairs for x in p]
+        if any(a == b for a, b in pairs) or len(set(labels)) != len(labels):
+            raise ValueError(f"flip pairs must join two different labels and name each label once, got {pairs}")
+        if pairs and not self.flip:
+            raise ValueError("flip pairs swap labels under a flip: they need flip=True")
         if self.stream not in STREAMS:
             raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if self.layout not in LAYOUTS:
@@ -62,6 +78,17 @@ class ClipSpec:
     def channels(self) -> int:
         c = 3 if self.stream == "spatial" else 2
         return c * self.num_frames if self.layout == "frame" else c
+
+    def flip_label(self, label: int) -> int:
+        """The label of a horizontally flipped clip of class ``label``."""
+        for a, b in self.flip_pairs:
+            if label in (a, b):
+                return b if label == a else a
+        return label
+
+    def test_crops(self, num_crops: int) -> int:
+        """The crops per clip actually used: 10 (five, and each mirrored) becomes 5 for a model trained without flips."""
+        return 5 if num_crops == 10 and not self.flip else num_crops
 
     def positions(self, num_frames: int) -> int:
         """How many clip start positions a video of ``num_frames`` stored frames offers (at least 1)."""
@@ -127,12 +154,15 @@ class TrainClips(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         start = int(rng.integers(self.spec.positions(self.store.num_frames(vid))))
         clip = load_clip(self.store, vid, self.spec, start)
-        clip = T.train_augment(clip, self.spec.input_size, self.spec.stream == "temporal", rng)
-        return to_input(clip, self.spec, self.bound), self.store.label(vid)
+        clip, flipped = T.train_augment(clip, self.spec.input_size, self.spec.stream == "temporal", rng,
+                                        hflip=self.spec.flip)
+        label = self.store.label(vid)
+        return to_input(clip, self.spec, self.bound), self.spec.flip_label(label) if flipped else label
 
 
 def eval_views(source, vid: str, spec: ClipSpec, *, num_clips: int, num_crops: int, bound: float) -> torch.Tensor:
-    """All test views of one video: (num_clips * num_crops, ...) input tensors, clip-major."""
+    """All test views of one video: (num_clips * crops, ...) input tensors, clip-major (crops: ``spec.test_crops``)."""
+    num_crops = spec.test_crops(num_crops)
     starts = evenly_spaced(spec.positions(source.num_frames(vid)), num_clips)
     views = []
     for s in starts:
@@ -142,12 +172,66 @@ def eval_views(source, vid: str, spec: ClipSpec, *, num_clips: int, num_crops: i
     return torch.stack(views)
 
 
+def unmirror_scores(scores: torch.Tensor, spec: ClipSpec, num_crops: int) -> torch.Tensor:
+    """Scores (V, C) of :func:`eval_views`'s views with the mirrored views' flip pairs swapped back.
+
+    A mirrored view of a "left" clip is a "right" clip: its score for "right" is evidence for "left".
+    """
+    num_crops = spec.test_crops(num_crops)
+    if not spec.flip_pairs or num_crops != 10:
+        return scores
+    perm = list(range(scores.shape[1]))
+    for a, b in spec.flip_pairs:
+        perm[a], perm[b] = b, a
+    out = scores.clone()
+    mirrored = (torch.arange(len(scores)) % 10) >= 5  # each clip: five crops, then the same five mirrored
+    out[mirrored] = scores[mirrored][:, perm]
+    return out
+
+
+def read_flip_pairs(path, classes: list[str]) -> tuple[tuple[int, int], ...]:
+    """Label pairs from a flip map file: one pair of classes per line, names (or 0-based labels) separated by
+    whitespace, or by a tab when names hold spaces; ``#`` starts a comment.
+
+    Raises:
+        ValueError: a line that is not two known classes, or a class named twice (the message names the line).
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the flip map ({e})") from None
+    index = {c: i for i, c in enumerate(classes)}
+    pairs, seen = [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p.strip() for p in line.split("\t")] if "\t" in line else line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path} line {lineno}: expected two classes, got {line!r}")
+        pair = []
+        for p in parts:
+            label = index.get(p, int(p) if p.isdigit() and int(p) < len(classes) else None)
+            if label is None:
+                raise ValueError(f"{path} line {lineno}: unknown class {p!r} (the store's: {', '.join(classes)})")
+            if label in seen or label in pair:
+                raise ValueError(f"{path} line {lineno}: class {classes[label]!r} is already paired "
+                                 f"(line {seen.get(label, lineno)})")
+            pair.append(label)
+        seen.update({x: lineno for x in pair})
+        pairs.append(tuple(pair))
+    return tuple(pairs)
+
+
 class EvalVideos(Dataset):
     """One item per video: (views tensor (K * crops, ...), label, index into ``ids``)."""
 
     def __init__(self, store, video_ids: list[str], spec: ClipSpec, *, num_clips: int = 25, num_crops: int = 10):
         self.store, self.ids, self.spec = store, list(video_ids), spec
-        self.num_clips, self.num_crops = num_clips, num_crops
+        self.num_clips, self.num_crops = num_clips, spec.test_crops(num_crops)
         self.bound = float(store.config["bound"])
 
     def __len__(self) -> int:

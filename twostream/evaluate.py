@@ -1,7 +1,7 @@
 """Test-time evaluation of a trained stream: multi-clip, multi-crop score averaging.
 
 Per test video, K evenly spaced clips (default 25) x crops (default 10: four corners and the centre,
-each flipped) are scored and their softmax scores averaged (Simonyan & Zisserman 2014, sec. 6; TSN).
+each flipped; 5 unflipped for a model trained without flips, whose checkpoint says so) are scored and their softmax scores averaged (Simonyan & Zisserman 2014, sec. 6; TSN).
 Clip accuracy counts each single view; video accuracy uses the averaged scores.
 """
 from __future__ import annotations
@@ -104,8 +104,10 @@ def evaluate(checkpoint, store_dir, out_path, *, split: int | None = None, num_c
     """Score the test videos of ``split`` with a trained model and write them to ``out_path`` (.npz).
 
     Also writes ``<out_path stem>_confusion.png``. Under ``torchrun`` the videos are split over the
-    processes and the scores gathered (rank 0 writes). Returns the metrics:
-    ``{"clip_top1", "top1", "top5", "mean_class", "videos"}``.
+    processes and the scores gathered (rank 0 writes). A model trained without flips is scored without
+    mirrored views (10 crops become 5), one trained with a flip map has its mirrored views' pairs swapped back
+    (see :mod:`twostream.data`). Returns the metrics:
+    ``{"clip_top1", "top1", "top5", "mean_class", "videos", "crops"}`` (``crops``: those used per clip).
     """
     world, dev = setup(resolve_device(device))
     try:
@@ -128,6 +130,7 @@ def evaluate(checkpoint, store_dir, out_path, *, split: int | None = None, num_c
             out_path = Path(out_path)
             plot_confusion(confusion_matrix(scores, labels, len(store.classes)), store.classes,
                            out_path.with_name(out_path.stem + "_confusion.png"), title=f"{name}: split {split}")
-        return {"clip_top1": float(clip_correct.mean()), **metrics(scores, labels), "videos": len(ids)}
+        return {"clip_top1": float(clip_correct.mean()), **metrics(scores, labels), "videos": len(ids),
+                "crops": spec.test_crops(num_crops)}
     finally:
         cleanup(world)

@@ -11,7 +11,7 @@ from flowprep.decode import DecodeConfig, read_video
 from flowprep.flow import RUNTIME_PARAMS, video_flow
 from flowprep.quantize import dequantize, quantize
 
-from .data import ArraySource, eval_views
+from .data import ArraySource, eval_views, unmirror_scores
 from .train import predict_views, resolve_device
 from .evaluate import load_model
 
@@ -19,6 +19,10 @@ from .evaluate import load_model
 def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int = 5, num_clips: int = 25,
             num_crops: int = 10, device: str = "auto", batch_size: int = 64) -> dict:
     """Top classes of ``video`` from one or both stream checkpoints.
+
+    Each stream takes ``num_crops`` crops per clip as its checkpoint allows: without mirrored views for a
+    model trained without flips, with the flip map's pairs swapped back in the mirrored views of one trained
+    with a map (see :mod:`twostream.data`).
 
     Returns:
         ``{"video", "top": [{"class", "score"}...], "streams": {name: top list}}``.
@@ -53,7 +57,8 @@ def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int 
     for name, model, ckpt, spec, w in loaded:
         views = eval_views(source, "video", spec, num_clips=num_clips, num_crops=num_crops,
                            bound=float(ckpt["meta"]["store"]["bound"]))
-        scores = predict_views(model, views, dev, batch_size=batch_size, amp=ckpt["config"]["amp"]).mean(0).numpy()
+        scores = predict_views(model, views, dev, batch_size=batch_size, amp=ckpt["config"]["amp"])
+        scores = unmirror_scores(scores, spec, num_crops).mean(0).numpy()
         per_stream[name] = scores
         total = total + w * scores
     fused = total / sum(w for *_, w in loaded)

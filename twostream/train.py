@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import ClipSpec, EvalVideos, TrainClips
+from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores
 from .distributed import World, cleanup, gather, setup, shard, sum_across
 from .models import ARCH_INPUT, build_model, channels_last_format
 
@@ -66,7 +66,12 @@ class TrainConfig:
         channels_last: channels-last memory format on CUDA.
         seed: seed of every random choice.
         val_clips: clips per video in the per-epoch validation (centre crop).
-        subtract_mean: mean flow subtraction per displacement field (temporal stream).
+        subtract_mean: mean flow subtraction per displacement field (temporal stream). It removes a global
+            pan: right where camera motion is noise (UCF101), wrong where it is the class.
+        flip: random horizontal flips in training, mirrored views in testing. Turn off for classes defined by
+            a direction (left / right); recorded in the checkpoint, so evaluate and predict drop the mirrored views.
+        flip_map: a file of class pairs that swap under a flip (mmaction2's ``flip_label_map``; see
+            :func:`twostream.data.read_flip_pairs`): flips stay, and swap the labels of those classes.
         tensorboard: also log to TensorBoard in ``out_dir/tb`` (needs the ``tensorboard`` package).
         resume: continue from ``out_dir/last.pt``.
     """
@@ -98,6 +103,8 @@ class TrainConfig:
     seed: int = 0
     val_clips: int = 3
     subtract_mean: bool = True
+    flip: bool = True
+    flip_map: str | None = None
     tensorboard: bool = False
     resume: bool = False
 
@@ -110,15 +117,19 @@ class TrainConfig:
             raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
         if self.bn not in ("train", "partial", "frozen"):
             raise ValueError(f"bn must be train, partial or frozen, got {self.bn!r}")
+        if self.flip_map is not None and not self.flip:
+            raise ValueError("a flip map says which labels swap under a flip; with flips off (no_flip) it has no use")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
 
-    def clip_spec(self) -> ClipSpec:
+    def clip_spec(self, classes: list[str] | None = None) -> ClipSpec:
+        """The clips of this run; ``classes`` (the store's) resolve the names in ``flip_map``."""
         layout = ARCH_INPUT[self.arch]
         t = self.num_frames
         if t is None:
             t = 16 if layout == "clip" else (10 if self.stream == "temporal" else 1)
-        return ClipSpec(self.stream, t, self.stride, layout, self.input_size, self.subtract_mean)
+        pairs = read_flip_pairs(self.flip_map, classes or []) if self.flip_map else ()
+        return ClipSpec(self.stream, t, self.stride, layout, self.input_size, self.subtract_mean, self.flip, pairs)
 
     # Fields that may differ between the run that wrote a checkpoint and the one resuming it.
     RESUMABLE_CHANGES = ("workers", "device", "resume", "tensorboard")
@@ -221,6 +232,7 @@ def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, wo
     scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
     for views, label, i in tqdm(loader, desc="evaluate", unit="video", disable=not progress, leave=False):
         p = predict_views(model, views, device, batch_size=batch_size, amp=amp, channels_last=channels_last)
+        p = unmirror_scores(p, dataset.spec, dataset.num_crops)
         if scores is None:
             scores = np.zeros((n, p.shape[1]), np.float32)
         scores[i] = p.mean(0).numpy()
@@ -317,7 +329,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
 def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, progress: bool) -> dict:
     if cfg.batch_size % world.size:
         raise ValueError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
-    spec = cfg.clip_spec()
+    spec = cfg.clip_spec(store.classes)
     out = Path(cfg.out_dir)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -67,21 +67,25 @@ def multiscale_crop_box(height: int, width: int, rng: np.random.Generator) -> tu
     return int(round((width - cw) * px)), int(round((height - ch) * py)), cw, ch
 
 
-def train_augment(clip: np.ndarray, size: int, is_flow: bool, rng: np.random.Generator) -> np.ndarray:
-    """Random multi-scale corner crop, resize to ``size`` x ``size``, random flip. (T, H, W, C) -> (T, size, size, C).
+def train_augment(clip: np.ndarray, size: int, is_flow: bool, rng: np.random.Generator, *,
+                  hflip: bool = True) -> tuple[np.ndarray, bool]:
+    """Random multi-scale corner crop, resize to ``size`` x ``size``, and with ``hflip`` a random horizontal flip.
 
-    The result may be a view (a mirrored one when flipped); :func:`normalize_rgb` and :func:`normalize_flow` read
-    it as it is, so no copy is made for the flip.
+    The clip returned may be a view (a mirrored one when flipped); :func:`normalize_rgb` and :func:`normalize_flow`
+    read it as it is, so no copy is made for the flip.
+
+    Returns:
+        ((T, size, size, C) clip, whether it was flipped).
     """
     x, y, w, h = multiscale_crop_box(clip.shape[1], clip.shape[2], rng)
     cropped = crop(clip, x, y, w, h)
     out = resize(cropped, size, is_flow)
-    if rng.random() >= 0.5:
-        return out
+    if not hflip or rng.random() >= 0.5:
+        return out, False
     if is_flow:  # negate x in place where resize made a new array
         out = out.copy() if out is cropped else out
         out[..., 0] *= -1
-    return out[:, :, ::-1]
+    return out[:, :, ::-1], True
 
 
 def eval_crops(clip: np.ndarray, size: int, is_flow: bool, num_crops: int = 10) -> list[np.ndarray]:
