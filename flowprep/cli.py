@@ -319,6 +319,9 @@ def cmd_info(a) -> int:
     size = f"{d['size'][0]}x{d['size'][1]}" if d["size"] else (f"short side {d['short_side']}" if d["short_side"] else "source")
     print(f"frames at  {size}, fps {d['fps'] or 'source'}, stride {d['stride']}")
     print(f"flow       {cfg['flow_format']}, mapping {cfg['mapping']}, bound {cfg['bound']} px; rgb {cfg['rgb_format']}")
+    if "imported" in cfg:
+        print(f"imported   from frame folders (layout {cfg['imported']['layout']}); method and frame size as stated "
+              "at import")
     if done:
         rgb, flow = _sizes(st, done)
         print(f"bytes      {rgb:.0f} per RGB frame, {flow:.0f} per flow frame (x and y)")
