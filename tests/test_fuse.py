@@ -1,6 +1,7 @@
 """Late fusion: the arithmetic and the refusals."""
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -73,7 +74,10 @@ def test_fuse_files_report_and_cli(tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert set(report["streams"]) == {"spatial", "temporal"}
     assert report["fused"]["top1"] == 1.0 and report["streams"]["spatial"]["top1"] < 1.0
-    assert "fused" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fused" in out and "fused confusion matrix" in out
+    png = cv2.imread(str(tmp_path / "fused_confusion.png"))  # beside --report: the fused matrix, with the names
+    assert png is not None and png.shape[0] > 100 and png.shape[1] > 100
     assert format_table(report).splitlines()[-1].startswith("fused")
     # a mismatched file: one clear line, exit 2
     _scores([[1, 0, 0]] * 2, ids=("v1", "v2"), labels=(0, 1)).save(tmp_path / "c.npz")

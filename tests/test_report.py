@@ -176,3 +176,18 @@ def test_no_chromium_is_a_failure_that_says_how_to_install_it(monkeypatch, tmp_p
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no browser on it
     with pytest.raises(RuntimeError, match="apt-get install -y chromium"):
         chromium_binary()
+
+
+def test_confusion_image_stays_readable_at_400_classes():
+    """Kinetics' class count: ~800 pixels whatever the count, the box the page's hover readout uses is exact."""
+    from twostream.plots import confusion_image
+
+    for n, cell in [(6, 28), (101, 7), (400, 2)]:
+        cm = np.diag(np.arange(1, n + 1))
+        cm[n - 1, 0] = 5  # one confusion in the last row, first column
+        img, (left, top, right, bottom) = confusion_image(cm, [f"c{i}" for i in range(n)], "t")
+        assert (right - left, bottom - top) == (n * cell, n * cell) and img.shape[1] < 1000 and img.shape[0] < 1000
+        # the darkest cell of the first row is its diagonal; the confused cell is coloured, its neighbour white
+        assert img[top + 1, left + 1].sum() < 200  # a corner: counts are written in the middle
+        assert img[bottom - 1, left].sum() < img[bottom - 1, left + cell].sum()
+        assert tuple(img[top + 1, left + cell + 1]) == (247, 251, 255)
