@@ -244,10 +244,6 @@ def _json_script(obj) -> str:
     return json.dumps(obj).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _fmt(x: float) -> str:
-    return "&ndash;" if x != x else f"{x:.3f}"
-
-
 def _bar(x: float, colour: str) -> str:
     """A table cell whose background is a bar of length x (0..1)."""
     if x != x:
