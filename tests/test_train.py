@@ -116,17 +116,16 @@ def test_quiet_prints_only_the_result_line(store, tmp_path):
     import sys
 
     common = ["--workers", "0", "--device", "cpu", "--quiet"]
-    r = subprocess.run([sys.executable, "-m", "twostream", "train", "--store", str(store), "-o", str(tmp_path / "q"),
-                        "--stream", "temporal", "--num-frames", "4", "--input-size", "24", "--width", "8",
-                        "--epochs", "2", "--batch-size", "4", "--val-clips", "1", *common],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert (r.stdout + r.stderr).strip().splitlines() == [r.stdout.strip()], r.stdout + r.stderr
-    assert r.stdout.startswith("trained temporal resnet18")
-    assert len((tmp_path / "q" / "log.csv").read_text().splitlines()) == 3  # the epochs are still logged
-    r = subprocess.run([sys.executable, "-m", "twostream", "evaluate", "--checkpoint", str(tmp_path / "q" / "last.pt"),
-                        "--store", str(store), "-o", str(tmp_path / "s.npz"), "--clips", "1", "--crops", "1", *common],
-                       capture_output=True, text=True, timeout=300)
+    train_args = ["train", "--store", str(store), "-o", str(tmp_path / "q"), "--stream", "temporal", "--num-frames",
+                  "4", "--input-size", "24", "--width", "8", "--epochs", "2", "--batch-size", "4", "--val-clips", "1",
+                  *common]
+    eval_args = ["evaluate", "--checkpoint", str(tmp_path / "q" / "last.pt"), "--store", str(store), "-o",
+                 str(tmp_path / "s.npz"), "--clips", "1", "--crops", "1", *common]
+    # Both commands through the real entry point, in one fresh interpreter (its logging set up as a user's would be).
+    code = (f"import sys; from twostream.cli import main; sys.exit(main({train_args!r}) or main({eval_args!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = (r.stdout + r.stderr).strip().splitlines()
-    assert len(lines) == 1 and " videos: clip top1 " in lines[0], lines
+    assert len(lines) == 2 and r.stderr == "", r.stdout + r.stderr
+    assert lines[0].startswith("trained temporal resnet18") and " videos: clip top1 " in lines[1], lines
+    assert len((tmp_path / "q" / "log.csv").read_text().splitlines()) == 3  # the epochs are still logged
