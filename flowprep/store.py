@@ -241,19 +241,21 @@ def content_digest(f: h5py.File, *, check_images: VideoInfo | None = None, where
     return h.hexdigest()
 
 
-def _check_header(item, info: "VideoInfo", name: str, i: int, where: str) -> None:
+def _check_header(item, info: "VideoInfo", name: str, i: int, where: str) -> int:
     """Refuse item ``i`` of dataset ``name`` unless its header says it is an image of the file's format and size
-    (and 1 channel for flow; 1 or 3 for frames, which decode to RGB either way)."""
+    (and 1 channel for flow; 1 or 3 for frames, which decode to RGB either way). Returns where the part of the
+    header that says so ends (see :func:`_image_header`)."""
     fmt = info.rgb_format if name == "rgb" else info.flow_format
     channels = (3, 1) if name == "rgb" else (1,)
     try:
-        kind, h, w, c = image_header(item)
+        kind, h, w, c, end = _image_header(item)
     except ValueError as e:
         raise StoreError(f"{where}: {name}[{i}]: a stored image holds undecodable bytes ({e})") from None
     if kind != fmt or (h, w) != (info.height, info.width) or c not in channels:
         raise StoreError(f"{where}: {name}[{i}]: a stored image holds a {w}x{h} {kind} image with {c} channels, not a "
                          f"{fmt} image of {info.width}x{info.height} with {' or '.join(map(str, channels))} "
                          "(damaged or crafted file)")
+    return end
 
 
 # JPEG start-of-frame markers (baseline, progressive, lossless, ...): the ones that carry the image size.
@@ -267,11 +269,17 @@ def image_header(buf) -> tuple[str, int, int, int]:
     Reads the JPEG's start-of-frame segment or the PNG's IHDR chunk: a few dozen bytes. Raises
     ``ValueError`` for anything else (other image formats are never stored, so never decoded).
     """
+    return _image_header(buf)[:4]
+
+
+def _image_header(buf) -> tuple[str, int, int, int, int]:
+    """:func:`image_header` and the offset where the bytes it read end: an image whose first that many bytes are
+    the same has the same header (a video's JPEGs share everything up to their frame size)."""
     b = memoryview(np.ascontiguousarray(buf, np.uint8)).cast("B")
     n = len(b)
     if n >= 26 and bytes(b[:8]) == b"\x89PNG\r\n\x1a\n" and bytes(b[12:16]) == b"IHDR":
         w, h = int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
-        return "png", h, w, _PNG_CHANNELS.get(b[25], 0)
+        return "png", h, w, _PNG_CHANNELS.get(b[25], 0), 26
     if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
         raise ValueError("neither a JPEG nor a PNG")
     i = 2
@@ -288,7 +296,8 @@ def image_header(buf) -> tuple[str, int, int, int]:
         if marker in _SOF:
             if length < 8 or i + 10 > n:
                 break
-            return "jpeg", int.from_bytes(b[i + 5:i + 7], "big"), int.from_bytes(b[i + 7:i + 9], "big"), b[i + 9]
+            return ("jpeg", int.from_bytes(b[i + 5:i + 7], "big"), int.from_bytes(b[i + 7:i + 9], "big"), b[i + 9],
+                    i + 10)
         if marker in (0xDA, 0xD9) or length < 2:  # scan data or the end before any frame header
             break
         i += 2 + length
@@ -366,8 +375,12 @@ def _reading(where: str):
     except (StoreError, IndexError):
         raise
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise StoreError(f"{where}: unreadable data ({first})") from None
+        raise _unreadable(where, e) from None
+
+
+def _unreadable(where: str, e: Exception) -> StoreError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return StoreError(f"{where}: unreadable data ({first})")
 
 
 @dataclass(frozen=True)
@@ -727,6 +740,7 @@ class VideoFile:
         self._layout = layout
         self._datasets: dict[str, tuple] = {}  # name -> (h5py.Dataset or None, _HeapReader or None)
         self._lut = None
+        self._headers: dict[str, bytes] = {}  # dataset -> the leading bytes of an image whose header was checked
 
     @property
     def h5(self) -> h5py.File:
@@ -832,7 +846,10 @@ class VideoFile:
         """Decode item ``i`` of dataset ``name``, a stored JPEG/PNG, after checking from its header that it has the
         file's format and frame size: a crafted image declaring a huge size is refused before the decoder
         allocates it, so memory stays within one image of the size the file's attributes state."""
-        _check_header(buf, self, name, i, str(self.path))
+        known = self._headers.get(name)
+        if known is None or buf[:len(known)].tobytes() != known:  # else the same header as one checked before
+            end = _check_header(buf, self, name, i, str(self.path))
+            self._headers[name] = buf[:end].tobytes()
         img = cv2.imdecode(buf, flags) if len(buf) else None
         if img is None or img.shape[:2] != (self.height, self.width):
             got = "undecodable bytes" if img is None else f"a {img.shape[1]}x{img.shape[0]} image"
@@ -1001,18 +1018,29 @@ class Store:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
         v = self.video(vid)
         idx = self._check(vid, indices, v.num_frames, "frame")
-        with _reading(str(v.path)):
+        try:  # what _reading does, without a context manager's cost on every read
             return v.frames(idx)
+        except (StoreError, IndexError):
+            raise
+        except Exception as e:
+            raise _unreadable(str(v.path), e) from None
 
     def flow(self, vid: str, indices) -> np.ndarray:
         """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
         v = self.video(vid)
         idx = self._check(vid, indices, v.num_frames - 1, "flow frame")
-        with _reading(str(v.path)):
+        try:
             return v.flow(idx)
+        except (StoreError, IndexError):
+            raise
+        except Exception as e:
+            raise _unreadable(str(v.path), e) from None
 
     def _check(self, vid, indices, n, what) -> list[int]:
-        idx = [int(i) for i in np.atleast_1d(indices)]
+        if type(indices) is range or (type(indices) is list and all(type(i) is int for i in indices)):
+            idx = list(indices)  # what loaders pass: no numpy round trip
+        else:
+            idx = [int(i) for i in np.atleast_1d(indices)]
         if not idx:
             raise IndexError(f"{vid}: no {what} indices given")
         if min(idx) < 0 or max(idx) >= n:

@@ -205,3 +205,18 @@ def test_a_file_with_a_user_block_is_read_through_h5py(tmp_path):
     assert v._dataset("rgb")[1] is None
     assert [len(b) for b in v.items("rgb", [1, 0])] == [9, 5]
     v.close()
+
+
+def test_a_crafted_frame_size_is_refused_after_good_headers_were_seen(tmp_path):
+    st, _, _ = _store(tmp_path)
+    st.frames("A/v.avi", [0, 2])  # headers checked and remembered
+    v = st.video("A/v.avi")
+    at = v._dataset("rgb")[1]._locate(1)
+    item = v.items("rgb", [1])[0].tobytes()
+    sof = item.index(b"\xff\xc0")
+    with open(v.path, "r+b") as f:  # item 1 now declares 30000 x 30000 pixels
+        f.seek(at + sof + 5)
+        f.write((30000).to_bytes(2, "big") * 2)
+    with pytest.raises(StoreError, match=r"rgb\[1\]: a stored image holds a 30000x30000 jpeg image"):
+        st.frames("A/v.avi", [1])
+    np.testing.assert_array_equal(st.frames("A/v.avi", [2]), st.frames("A/v.avi", [2]))
