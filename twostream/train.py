@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores
+from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores, worker_init
 from .distributed import World, cleanup, gather, setup, shard, sum_across
 from .models import ARCH_INPUT, build_model, channels_last_format
 
@@ -227,7 +227,7 @@ def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, wo
     Returns:
         (video_scores (N, C) averaged over views, labels (N,), clip_correct (N,) fraction of views right).
     """
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, worker_init_fn=worker_init)
     n = len(dataset)
     scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
     for views, label, i in tqdm(loader, desc="evaluate", unit="video", disable=not progress, leave=False):
@@ -382,7 +382,8 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", drop_last=len(sampler) > per_rank)
+                            worker_init_fn=worker_init, pin_memory=device.type == "cuda",
+                            drop_last=len(sampler) > per_rank)
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         stats = train_one_epoch(net, loader, optimizer, device, epoch=epoch, amp=cfg.amp, channels_last=channels_last,
