@@ -28,6 +28,7 @@ import ctypes
 import importlib.util
 import mmap
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -225,15 +226,24 @@ def draw(store: Store, kind: str, n: int, seed: int) -> list[tuple[str, int]]:
     return out
 
 
-def read_rate(reader, kind: str, draws) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (DataLoader workers, joined when the loader ends)."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def read_rate(reader, kind: str, draws) -> tuple[float, float]:
+    """(reads/s, CPU seconds per read)."""
     fn = reader.rgb if kind == "rgb" else reader.flow
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     for vid, i in draws:
         fn(vid, i)
-    return len(draws) / (time.perf_counter() - t0)
+    return len(draws) / (time.perf_counter() - t0), (cpu_seconds() - c0) / len(draws)
 
 
-def loader_rate(reader, kind: str, draws, workers: int) -> float:
+def loader_rate(reader, kind: str, draws, workers: int) -> tuple[float, float]:
+    """(reads/s after the first batch, CPU seconds per read of the main process and the workers, all reads)."""
+    c0 = cpu_seconds()
     loader = DataLoader(Draws(reader, kind, draws), batch_size=32, num_workers=workers, collate_fn=list,
                         multiprocessing_context="fork", prefetch_factor=4)
     it = iter(loader)
@@ -242,28 +252,36 @@ def loader_rate(reader, kind: str, draws, workers: int) -> float:
     for batch in it:
         n += len(batch)
     assert n + n0 == len(draws)
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    del it  # workers joined
+    return rate, (cpu_seconds() - c0) / len(draws)
 
 
 def breakdown(reader, kind: str, draws, cold: str | None) -> dict:
-    """us per read: total, fetch (bytes only), decode (cv2.imdecode of those bytes), other (the rest)."""
+    """us per read: total, fetch (bytes only), decode (cv2.imdecode of those bytes), other (the rest).
+
+    Cold reads are timed by the wall clock (they wait for the disk); warm ones by this process's CPU time, which
+    other work on the machine does not change.
+    """
+    clock = time.perf_counter if cold else time.process_time
     flags = cv2.IMREAD_COLOR_RGB if kind == "rgb" else cv2.IMREAD_GRAYSCALE
     out = {}
     if cold:
         evict(reader.files(), cold)
         reader = reader.fresh()
-    t0 = time.perf_counter()
+    t0 = clock()
     fetched = [reader.fetch(kind, vid, i) for vid, i in draws]
-    out["fetch"] = (time.perf_counter() - t0) / len(draws) * 1e6
+    out["fetch"] = (clock() - t0) / len(draws) * 1e6
     bufs = [np.frombuffer(b, np.uint8) for items in fetched for b in items]
-    t0 = time.perf_counter()
+    t0 = clock()
     for b in bufs:
         cv2.imdecode(b, flags)
-    out["decode"] = (time.perf_counter() - t0) / len(draws) * 1e6
+    out["decode"] = (clock() - t0) / len(draws) * 1e6
     if cold:
         evict(reader.files(), cold)
         reader = reader.fresh()
-    out["total"] = 1e6 / read_rate(reader, kind, draws)
+    rate, cpu = read_rate(reader, kind, draws)
+    out["total"] = 1e6 / rate if cold else cpu * 1e6
     out["other"] = out["total"] - out["fetch"] - out["decode"]
     return out
 
@@ -284,7 +302,7 @@ def bound_of(b: dict) -> str:
 
 def run_row(name, kind, mode, store_r, raw_r, args, rows):
     """Alternating repetitions of one row; prints rates and the store / rawframes ratios."""
-    rates = {"store": [], "raw": []}
+    rates, cpus = {"store": [], "raw": []}, {"store": [], "raw": []}
     n = args.reads[kind] * (4 if mode == "loader" else 1)
     for rep in range(args.reps):
         draws = draw(store_r.store, kind, n, seed=1000 * rep + (kind == "flow"))
@@ -293,14 +311,15 @@ def run_row(name, kind, mode, store_r, raw_r, args, rows):
             if mode == "cold":
                 evict(reader.files(), args.evict)
                 reader = reader.fresh()
-                rates[label].append(read_rate(reader, kind, draws))
-            elif mode == "warm":
-                rates[label].append(read_rate(reader, kind, draws))
-            else:
-                rates[label].append(loader_rate(reader, kind, draws, args.workers))
+            rate, cpu = read_rate(reader, kind, draws) if mode != "loader" else loader_rate(reader, kind, draws,
+                                                                                            args.workers)
+            rates[label].append(rate)
+            cpus[label].append(cpu)
     ratios = [s / r for s, r in zip(rates["store"], rates["raw"])]
+    cpu_ratios = [r / s for s, r in zip(cpus["store"], cpus["raw"])]
     rows.append((name, kind, mode, rates, ratios))
-    print(f"{name:34s} {stats(rates['store'])}   {stats(rates['raw'])}   {ratio_stats(ratios)}", flush=True)
+    print(f"{name:40s} {stats(rates['store'])}   {stats(rates['raw'])}   {ratio_stats(ratios)}   "
+          f"{ratio_stats(cpu_ratios)}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -338,8 +357,10 @@ def main(argv=None) -> None:
         print(f"cold cache by {args.evict}: {resident_fraction(sfiles):.1%} of the store's pages and "
               f"{resident_fraction(rfiles):.1%} of the rawframes' pages resident after eviction")
         warm(sfiles + rfiles)
-        print(f"\n{args.reps} alternating repetitions; reads/s min / median / max\n"
-              f"{'read':34s} {'store (HDF5)':>23s}   {'rawframes folders':>23s}   {'store / rawframes':>17s}")
+        print(f"\n{args.reps} alternating repetitions; reads/s min / median / max; store / rawframes as rates (wall "
+              f"clock) and as CPU time per read (rawframes CPU / store CPU: what a busy machine does not change)\n"
+              f"{'read':40s} {'store (HDF5)':>23s}   {'rawframes folders':>23s}   {'store / rawframes':>17s}   "
+              f"{'CPU ratio':>17s}")
         rows = []
         for kind, what in (("rgb", "1 RGB frame"), ("flow", f"{L}-pair flow stack")):
             for mode, label in (("cold", "cold cache"), ("warm", "warm cache"),
@@ -352,7 +373,8 @@ def main(argv=None) -> None:
             run_row(f"{what}, warm, file opened per read", kind, "warm", StoreReader(store_dir, max_open=1), raw_r,
                     args, rows)
 
-        print("\nwhere a read's time goes (us per read; one pass each, same draws): fetch / decode / other = total")
+        print("\nwhere a read's time goes (us per read, one pass each on the same draws; cold: wall clock, warm: CPU "
+              "time): fetch / decode / other = total")
         for kind, what in (("rgb", "1 RGB frame"), ("flow", f"{L}-pair flow stack")):
             draws = draw(store_r.store, kind, args.reads[kind], seed=99)
             for mode in ("cold", "warm"):
