@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from flowprep.store import Store
 from twostream.data import TrainClips
-from twostream.train import TrainConfig, make_model, resolve_device
+from twostream.distributed import amp_policy
+from twostream.models import channels_last_format
+from twostream.train import TrainConfig, make_model, resolve_device, train_one_epoch
 
 
 def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
@@ -42,27 +43,28 @@ def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def model_rate(model, x, y, device, steps: int, amp: bool) -> float:
-    model.to(device).train()
-    x, y = x.to(device), y.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+def model_rate(model, x, y, device, steps: int, amp: bool, channels_last: bool | None = None) -> float:
+    """clips/s of the training code's own step (``train_one_epoch``) on one fixed batch: no loading.
+
+    Memory format, autocast and loss scaling are the training code's choices for ``model`` and ``device``
+    (channels-last on CUDA by default: ``channels_last_format`` for the weights, the input's own rank for it).
+    """
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=channels_last_format(model))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type) if amp_policy(device, amp).scales_loss else None
 
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def run(n):
+        return train_one_epoch(model, [(x, y)] * n, opt, device, epoch=0, amp=amp, channels_last=channels_last,
+                               progress=False, scaler=scaler)
 
-    step()
+    run(1)  # first-step allocations and kernel selection are not throughput
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    run(steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * len(x) / (time.perf_counter() - t0)

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random clips per video and epoch (default: 1)")
     t.add_argument("--workers", type=int, default=d["workers"], help="DataLoader workers (default: 2)")
     t.add_argument("--device", default=d["device"], help="auto, cpu or cuda (default: auto)")
-    t.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    t.add_argument("--no-amp", action="store_true", help="no autocast on CUDA (default: bfloat16 on compute capability >= 8.0, float16 with loss scaling below)")
     t.add_argument("--no-channels-last", action="store_true", help="no channels-last memory format on CUDA")
     t.add_argument("--seed", type=int, default=d["seed"], help="(default: 0)")
     t.add_argument("--val-clips", type=int, default=d["val_clips"], help="clips per video in per-epoch validation")

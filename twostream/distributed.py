@@ -15,6 +15,48 @@ import torch.distributed as dist
 
 
 @dataclass(frozen=True)
+class AmpPolicy:
+    """Which autocast a device gets: bfloat16, float16 with loss scaling, or none.
+
+    Attributes:
+        dtype: the autocast dtype, or None for float32 throughout.
+        why: a few words for the log.
+    """
+
+    dtype: torch.dtype | None
+    why: str
+
+    @property
+    def scales_loss(self) -> bool:
+        """float16 gradients underflow without loss scaling (a ``GradScaler``); bfloat16 has float32's range."""
+        return self.dtype == torch.float16
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def describe(self) -> str:
+        name = {None: "float32", torch.bfloat16: "bfloat16 autocast", torch.float16: "float16 autocast + loss scaling"}
+        return f"{name[self.dtype]} ({self.why})"
+
+
+def amp_policy(device: torch.device, amp: bool) -> AmpPolicy:
+    """The autocast for ``device`` when ``amp`` is asked for (``TrainConfig.amp``; evaluation follows it).
+
+    bfloat16 only on CUDA GPUs of compute capability 8.0 or newer (A100, H100, RTX 30xx on): older ones (V100,
+    T4) run bfloat16 convolutions as slow emulation without refusing them, so they get float16 with loss
+    scaling, which their tensor cores run natively. On the CPU, autocast would only slow training down.
+    """
+    if not amp:
+        return AmpPolicy(None, "amp off")
+    if device.type != "cuda":
+        return AmpPolicy(None, f"no autocast on {device.type}")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return AmpPolicy(torch.bfloat16, f"compute capability {major}.{minor}")
+    return AmpPolicy(torch.float16, f"compute capability {major}.{minor} < 8.0 runs bfloat16 emulated")
+
+
+@dataclass(frozen=True)
 class World:
     rank: int = 0
     size: int = 1

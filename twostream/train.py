@@ -29,7 +29,7 @@ from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores, worker_init
-from .distributed import World, cleanup, gather, setup, shard, sum_across
+from .distributed import World, amp_policy, cleanup, gather, setup, shard, sum_across
 from .models import ARCH_INPUT, build_model, channels_last_format
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class TrainConfig:
         samples_per_video: random clips drawn from each video per epoch.
         workers: DataLoader worker processes.
         device: ``auto``, ``cpu`` or ``cuda``.
-        amp: bfloat16 autocast on CUDA.
+        amp: autocast on CUDA: bfloat16 on compute capability >= 8.0, else float16 with loss scaling
+            (:func:`twostream.distributed.amp_policy`; the log says which).
         channels_last: channels-last memory format on CUDA.
         seed: seed of every random choice.
         val_clips: clips per video in the per-epoch validation (centre crop).
@@ -164,7 +165,12 @@ def _schedule(optimizer, cfg: TrainConfig):
 
 
 def _autocast(device: torch.device, amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    return amp_policy(device, amp).autocast(device)
+
+
+# Batches between two read-backs of the running loss and accuracy for the progress bar: each read-back waits
+# for the device to finish (a host sync), which a step otherwise never needs.
+LOG_EVERY = 20
 
 
 def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
@@ -177,31 +183,48 @@ def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool = True, channels_last: bool = False,
-                    bn: str = "train", progress: bool = True, world: World = World()) -> dict:
-    """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}`` over all ranks."""
+                    bn: str = "train", progress: bool = True, world: World = World(),
+                    scaler: torch.amp.GradScaler | None = None) -> dict:
+    """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}`` over all ranks.
+
+    ``amp`` autocasts as :func:`twostream.distributed.amp_policy` picks for ``device``; when that is float16,
+    pass a ``scaler`` (the loss is scaled so that float16 gradients do not underflow). The loss and accuracy
+    are summed on the device and read back every :data:`LOG_EVERY` batches, for the progress bar, and at the end.
+    """
     model.train()
     set_bn_mode(model, bn)
-    total_loss, correct, seen = 0.0, 0, 0
+    policy = amp_policy(device, amp)
+    if policy.scales_loss and scaler is None:
+        raise ValueError("float16 autocast needs a GradScaler (pass scaler=torch.amp.GradScaler('cuda'))")
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (progress and world.main), leave=False,
                dynamic_ncols=True)
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=_memory_format(x.dim()))
-        with _autocast(device, amp):
+        with policy.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        rate = seen * world.size / (time.perf_counter() - t0)
-        bar.set_postfix_str(f"loss {total_loss / seen:.3f} acc {correct / seen:.3f} {rate:.0f} clips/s")
+        if not bar.disable and step % LOG_EVERY == 0:
+            rate = seen * world.size / (time.perf_counter() - t0)
+            bar.set_postfix_str(f"loss {total_loss.item() / seen:.3f} acc {correct.item() / seen:.3f} {rate:.0f} clips/s")
     elapsed = time.perf_counter() - t0
-    total_loss, correct, seen = sum_across([total_loss, correct, seen], world, device)
+    total_loss, correct, seen = sum_across([total_loss.item(), correct.item(), seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
 
 
@@ -356,6 +379,9 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
     else:
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = _schedule(optimizer, cfg)
+    policy = amp_policy(device, cfg.amp)
+    log.info("autocast: %s", policy.describe())
+    scaler = torch.amp.GradScaler(device.type) if policy.scales_loss else None
 
     start, best = 0, -1.0
     if cfg.resume:
@@ -364,6 +390,8 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         start, best = ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
     rows = _read_log(out / "log.csv", start - 1) if world.main else []
     net = model
@@ -387,7 +415,7 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
         stats = train_one_epoch(net, loader, optimizer, device, epoch=epoch, amp=cfg.amp, channels_last=channels_last,
-                                bn=cfg.bn, progress=progress, world=world)
+                                bn=cfg.bn, progress=progress, world=world, scaler=scaler)
         val = (validate(model, store, val_ids, spec, cfg, device, world) if val_ids
                else {"val_video_acc": math.nan, "val_clip_acc": math.nan})
         scheduler.step()
@@ -406,6 +434,8 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
             ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "config": asdict(cfg),
                     "meta": {**meta, "best_val_video_acc": best, "world_size": world.size}}
+            if scaler is not None:
+                ckpt["scaler"] = scaler.state_dict()
             save_checkpoint(out / "last.pt", ckpt)
             if improved:
                 save_checkpoint(out / "best.pt", ckpt)

@@ -1,0 +1,94 @@
+"""CPU tests of code paths that only a GPU runs (autocast choice, host syncs, channels-last benches, the GPU check)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from twostream.distributed import amp_policy
+from twostream.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("capability, dtype, scales", [((7, 0), torch.float16, True), ((7, 5), torch.float16, True),
+                                                       ((8, 0), torch.bfloat16, False), ((9, 0), torch.bfloat16, False)])
+def test_bfloat16_only_on_ampere_and_newer(monkeypatch, capability, dtype, scales):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    p = amp_policy(torch.device("cuda"), True)
+    assert p.dtype == dtype and p.scales_loss == scales
+    assert f"{capability[0]}.{capability[1]}" in p.describe()
+    assert amp_policy(torch.device("cuda"), False).dtype is None
+    assert amp_policy(torch.device("cpu"), True).dtype is None
+
+
+def test_float16_training_refuses_to_run_without_a_scaler(monkeypatch):
+    from twostream.train import train_one_epoch
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    model = build_model("resnet18", num_classes=3, in_channels=3, base_width=8)
+    batch = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
+    with pytest.raises(ValueError, match="GradScaler"):
+        # the device is only looked at for its type: the policy is decided before anything runs on it
+        train_one_epoch(model, batch, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cuda"),
+                        epoch=0, progress=False)
+
+
+def test_training_reads_back_loss_and_accuracy_once_per_log_interval(monkeypatch):
+    # Each .item() is a host sync on a GPU; the loop must not do one per step.
+    from twostream import train as T
+
+    calls = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or real_item(self))
+    monkeypatch.setattr(T, "LOG_EVERY", 5)
+    model = build_model("resnet18", num_classes=3, in_channels=3, base_width=8)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2,), generator=g)) for _ in range(12)]
+    stats = T.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
+                              epoch=0, progress=False)
+    assert len(calls) == 2  # loss and accuracy, once, at the end (no bar: no intermediate read-back)
+    assert 0 <= stats["acc"] <= 1 and stats["loss"] > 0
+    calls.clear()
+    T.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
+                      epoch=0, progress=True)
+    assert len(calls) == 2 + 2 * (12 // 5)  # and twice per interval with the progress bar
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "single_frame", "early_fusion", "r3d_18"])
+def test_loader_bench_model_rate_with_channels_last_for_every_input_rank(arch):
+    # The bench used to force 4-D channels-last on 5-D clips ("required rank 4 tensor") under --device cuda.
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import loader_bench
+    finally:
+        sys.path.pop(0)
+    from twostream.models import ARCH_INPUT
+
+    clip = ARCH_INPUT[arch] == "clip"
+    model = build_model(arch, num_classes=3, in_channels=3, base_width=8, **({"num_frames": 4} if clip else {}))
+    x = torch.randn(2, 3, 4, 32, 32) if clip else torch.randn(2, 3, 32, 32)
+    rate = loader_bench.model_rate(model, x, torch.tensor([0, 1]), torch.device("cpu"), steps=1, amp=True,
+                                   channels_last=True)
+    assert rate > 0
+
+
+def test_gpu_check_dry_run_on_a_host_without_optional_packages():
+    # The prepared GPU script must run as is where only torch, h5py, joblib and OpenCV are installed:
+    # tqdm and scikit-image are hidden from it here (an entry of None makes their import fail).
+    code = ("import sys, runpy; sys.modules.update(dict.fromkeys(['tqdm', 'tqdm.auto', 'skimage', 'skimage.data', "
+            "'skvideo', 'matplotlib'])); sys.argv = ['gpu_check.py', '--dry']; "
+            "runpy.run_path('bench/gpu_check.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    table = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    sections = {line.split("|")[1].strip() for line in table[1:]}
+    assert {"setup", "accuracy", "flow", "extract", "train"} <= sections, r.stdout
+    assert "ERROR" not in r.stdout and "FAILED" not in r.stdout, r.stdout
+    assert "scikit-image not installed" in r.stdout and "pass-through" in r.stdout
+    shift = next(line for line in table if "known shift" in line)
+    assert float(shift.split("|")[3].split()[0]) < 1.0  # px, of a 2.8 px shift: the flow is right, not just computed
