@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -55,6 +56,8 @@ import torch
 import torch.nn.functional as F
 
 from flowprep.flow import TVL1_DEFAULTS, _check_pairs, register_method
+
+log = logging.getLogger(__name__)
 
 # OpenCV stops adding levels once one would be narrower or lower than this (tvl1flow.cpp).
 MIN_LEVEL_SIZE = 16
@@ -505,6 +508,8 @@ def tvl1(
     store = PRECISIONS[precision]
     dev = I0.device
     channels = 3 if p.gamma != 0 else 2
+    shape_key = (b, h, w, precision, p)
+    compile = compile and _may_compile(shape_key)
 
     # Static shapes compile each function once per (level shape, batch, precision); lift dynamo's
     # recompile limit (8 per function) so that several frame sizes or precisions in one process
@@ -528,16 +533,72 @@ def tvl1(
             if channels == 3:
                 u = torch.cat((u, torch.zeros_like(u[:, :1])), dim=1)
 
-        for level in range(len(sizes) - 1, -1, -1):
-            u = _solve_level(I0s[level], I1s[level], u, p, store, compile, check_every)
-            if level == 0:
-                break
-            # Zoom to the next finer level; the displacement grows by 1/scale_step, u3 does not.
-            u = resize_bilinear(u, sizes[level - 1])
-            scale = torch.ones(channels, 1, 1, device=dev)
-            scale[:2] = 1.0 / p.scale_step
-            u = u * scale
+        try:
+            u = _coarse_to_fine(I0s, I1s, u, sizes, p, store, compile, check_every)
+        except _compile_errors() as e:
+            if not compile:
+                raise
+            _stop_compiling(shape_key, e)
+            u = _coarse_to_fine(I0s, I1s, u, sizes, p, store, False, check_every)
         return u[:, :2].contiguous()
+
+
+def _coarse_to_fine(I0s, I1s, u, sizes, p: TVL1Params, store, compile: bool, check_every: int) -> torch.Tensor:
+    """Solve every level from the coarsest, ``u`` (B, C, hc, wc) the flow to start from at the coarsest."""
+    for level in range(len(sizes) - 1, -1, -1):
+        u = _solve_level(I0s[level], I1s[level], u, p, store, compile, check_every)
+        if level == 0:
+            break
+        # Zoom to the next finer level; the displacement grows by 1/scale_step, u3 does not.
+        u = resize_bilinear(u, sizes[level - 1])
+        scale = torch.ones(u.shape[1], 1, 1, device=u.device)
+        scale[:2] = 1.0 / p.scale_step
+        u = u * scale
+    return u
+
+
+# torch.compile specialises on shapes: every new frame size (with its batch, precision and parameters)
+# compiles each pyramid level again, 1-2 minutes, and dynamo stops with a hard error past its limits
+# (with fullgraph=True, after about 51 sizes in one process: 5 levels x 2 functions each against
+# accumulated_recompile_limit = 256). A dataset of many frame sizes (HMDB51 or Kinetics at a fixed short
+# side) would pay for each; past this many sizes in a process new ones run eagerly, with a message. Resize
+# to one size (flowprep extract --size WxH) to compile once. Once dynamo has failed, its limits being
+# process-wide, no new size is compiled either.
+MAX_COMPILED_SIZES = 16
+_compiled_shapes: set = set()
+_eager_shapes: set = set()
+_compile_failed: list[str] = []
+
+
+def _may_compile(key) -> bool:
+    if key in _compiled_shapes:
+        return True
+    if key not in _eager_shapes and len(_compiled_shapes) < MAX_COMPILED_SIZES and not _compile_failed:
+        _compiled_shapes.add(key)
+        return True
+    if key not in _eager_shapes:
+        _eager_shapes.add(key)
+        why = (f"torch.compile failed in this process ({_compile_failed[0]})" if _compile_failed
+               else f"{MAX_COMPILED_SIZES} frame sizes compiled in this process already")
+        log.warning("tvl1-torch: %s; (batch, height, width) %s runs without torch.compile (resize to one size, "
+                    "e.g. --size 340x256, to compile once)", why, key[:3])
+    return False
+
+
+def _stop_compiling(key, error: BaseException) -> None:
+    _compiled_shapes.discard(key)
+    _eager_shapes.add(key)
+    _compile_failed.append(type(error).__name__)
+    log.warning("tvl1-torch: torch.compile failed for (batch, height, width) %s (%s: %s); solving it and every "
+                "new size without compiling from now on", key[:3], type(error).__name__,
+                " ".join(str(error).split())[:300])
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    """What dynamo raises when it gives up (recompile limits under fullgraph=True, backend failures)."""
+    import torch._dynamo.exc as exc
+
+    return (exc.FailOnRecompileLimitHit, exc.TorchDynamoException)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -92,3 +92,60 @@ def test_gpu_check_dry_run_on_a_host_without_optional_packages():
     assert "scikit-image not installed" in r.stdout and "pass-through" in r.stdout
     shift = next(line for line in table if "known shift" in line)
     assert float(shift.split("|")[3].split()[0]) < 1.0  # px, of a 2.8 px shift: the flow is right, not just computed
+
+
+def test_compile_falls_back_to_eager_past_the_size_limit_and_on_dynamo_failure(monkeypatch, caplog):
+    # torch.compile itself is replaced (compiling for real takes minutes on a CPU): the fake compiles "work"
+    # for the first size, and the dynamo limit error (what fullgraph=True raises after ~51 sizes) for the second.
+    import torch._dynamo.exc as exc
+
+    import flowprep.tvl1_torch as T
+
+    compiled_calls = []
+
+    def fake_compile(fn, **kw):
+        def run(*a, **k):
+            compiled_calls.append(tuple(a[0].shape))
+            if a[0].shape[-1] == 20:  # the second frame size's finest level: dynamo gives up
+                raise exc.FailOnRecompileLimitHit("recompile_limit reached with fullgraph=True")
+            return fn(*a, **k)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(T, "_COMPILED", {})
+    monkeypatch.setattr(T, "_compiled_shapes", set())
+    monkeypatch.setattr(T, "_eager_shapes", set())
+    monkeypatch.setattr(T, "_compile_failed", [])
+    monkeypatch.setattr(T, "MAX_COMPILED_SIZES", 2)
+    params = T.TVL1Params(nscales=1, warps=1, outer_iterations=1, inner_iterations=3)
+    frames = {w: torch.randint(0, 255, (2, 2, 18, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(w))
+              for w in (19, 20, 21)}
+
+    def solve(w, compile):
+        return T.tvl1(frames[w][0], frames[w][1], params=params, compile=compile)
+
+    with caplog.at_level("WARNING", logger="flowprep.tvl1_torch"):
+        assert torch.equal(solve(19, True), solve(19, False)) and compiled_calls  # compiled, same flow
+        n = len(compiled_calls)
+        assert torch.equal(solve(20, True), solve(20, False))  # dynamo failed: solved eagerly, same flow
+        assert "torch.compile failed" in caplog.text and "FailOnRecompileLimitHit" in caplog.text
+        n = len(compiled_calls)
+        solve(20, True)
+        assert len(compiled_calls) == n  # that size is not compiled again
+        caplog.clear()
+        solve(21, True)  # after dynamo gave up, no new size is compiled
+        assert len(compiled_calls) == n and "runs without torch.compile" in caplog.text
+        solve(19, True)  # the size compiled before still runs compiled
+        assert len(compiled_calls) > n
+
+    # the size limit alone
+    monkeypatch.setattr(T, "_compiled_shapes", set())
+    monkeypatch.setattr(T, "_eager_shapes", set())
+    monkeypatch.setattr(T, "_compile_failed", [])
+    monkeypatch.setattr(T, "MAX_COMPILED_SIZES", 1)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flowprep.tvl1_torch"):
+        solve(19, True)
+        n = len(compiled_calls)
+        solve(21, True)
+        assert len(compiled_calls) == n and "1 frame sizes compiled in this process already" in caplog.text
