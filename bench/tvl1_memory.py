@@ -4,7 +4,8 @@ Each setting runs in a fresh process: it builds a (B, 256, 340) batch of bikes.m
 resident memory, solves the batch with OpenCV's pyramid (5 levels, median 5) and reports the growth of the
 process's peak resident memory (``ru_maxrss``), i.e. what the solver held at its worst. The iteration counts
 are cut to one per level (warps, outer, inner = 1): the tensors alive at the peak have the same shapes as in a
-full solve, so the peak is the same, in a fraction of the time. On a GPU the same tensors live in device
+full solve, so the peak is the same, in a fraction of the time. The median filter is the selection network a
+GPU runs (on the CPU the solver otherwise calls OpenCV's medianBlur, which holds no temporaries). On a GPU the same tensors live in device
 memory; the CUDA context and the caching allocator add to it (``bench/gpu_check.py`` reads the real figure).
 
     python bench/tvl1_memory.py                         # batches 1, 64; sliced and unsliced median
@@ -13,6 +14,7 @@ memory; the CUDA context and the caching allocator add to it (``bench/gpu_check.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import os
@@ -39,6 +41,8 @@ def measure(batch: int, precision: str, slice_median: bool) -> dict:
     import flowprep.tvl1_torch as T
 
     torch.set_num_threads(1)
+    # The median a GPU runs (the selection network), not OpenCV's medianBlur that the CPU path takes.
+    T.median_filter = functools.partial(T.median_filter, use_opencv=False)
     if not slice_median:
         T.MEDIAN_SLICE_BYTES = 2**62  # the whole batch at once, as before the slicing
     rng = np.random.default_rng(0)

@@ -41,7 +41,7 @@ Knobs that matter on a GPU (``flowprep extract --method tvl1-torch --device cuda
 
 * ``--batch-pairs`` (default: the method's ``batch_size`` parameter, 64 on CUDA): pairs per batch. Larger
   batches amortise kernel launches and host syncs until memory bandwidth is saturated; at 340x256 a batch of 64
-  peaks at 0.91 GB of tensors (float32, ``bench/tvl1_memory.py``), plus the CUDA context and allocator slack. It does not change the results, so it is not recorded in the store.
+  peaks at 0.86 GB of tensors (float32, ``bench/tvl1_memory.py``), plus the CUDA context and allocator slack. It does not change the results, so it is not recorded in the store.
 * ``--jobs`` (decoding processes) and ``--writers`` (threads): the CPU side must keep up with the device,
   i.e. decode and write as many frames per second as the device solves pairs; ``flowprep`` shows pairs/s.
 * ``--param precision=float16`` and ``--param compile=true`` (see :mod:`flowprep.tvl1_torch`): the device

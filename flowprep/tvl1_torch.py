@@ -619,7 +619,7 @@ def _resolve_device(device: str) -> torch.device:
 
 
 # batch_size 0 picks per device: 1 on the CPU, where a batch only adds the masked work of pairs
-# that converged early (run one process per core instead), and 64 on a GPU (0.91 GB of tensors at 340x256,
+# that converged early (run one process per core instead), and 64 on a GPU (0.86 GB of tensors at 340x256,
 # bench/tvl1_memory.py).
 # warm_start, warm_levels, warm_warps: see WarmStart (ours, not OpenCV's; off by default).
 TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", batch_size=0, compile=False,
