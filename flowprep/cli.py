@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "is at ADDRESS (tcp://host:8786) instead; its workers set the parallelism and must read ROOT at "
                    "the same path; only this process writes STORE. Needs: pip install \"twostream[dask]\"")
     e.add_argument("--threads", type=int, default=1,
-                   help="OpenCV threads in each worker (default: 1; one process per core with one thread each was "
-                   "fastest for every method, see bench/parallel_bench.py)")
+                   help="OpenCV threads in each worker, and torch threads for tvl1-torch on the CPU (default: 1; one "
+                   "process per core with one thread each was fastest for every method, see bench/parallel_bench.py)")
     e.add_argument("--batch-pairs", type=int, metavar="N",
                    help="batched methods (tvl1-torch): solve N frame pairs at once across videos, decoding and "
                    "writing on --jobs processes and --writers threads meanwhile. This pipeline is the default on "

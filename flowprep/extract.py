@@ -145,9 +145,16 @@ def failure_result(vid: str, error: BaseException, seconds: float) -> VideoResul
 
 def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:
     """Decode one video, compute its flow and write its store file. Never raises: failures come back as a result."""
+    import sys
+
     import cv2
 
     cv2.setNumThreads(threads)
+    get_method(cfg.method)  # imports the method's module (torch for tvl1-torch) before its threads are set
+    if "torch" in sys.modules:
+        # tvl1-torch on the CPU: torch's own threads too, or every process runs one per core. Measured on the loaded
+        # 2-core machine: 2 torch threads took 7-10x the CPU time of 1 (threads spin while their partner waits).
+        sys.modules["torch"].set_num_threads(threads)
     t0 = time.perf_counter()
     try:
         video = decode_for_flow(src, cfg)

@@ -224,3 +224,19 @@ def test_warm_start_runs_on_the_per_video_path(dataset, reference, tmp_path):
     frames = read_video(dataset / ODD, DecodeConfig(short_side=None)).frames
     expected = video_flow(frames, "tvl1-torch", st.config["params"]).astype(np.float16)
     np.testing.assert_array_equal(st.flow(ODD, range(len(frames) - 1)), expected.astype(np.float32))
+
+
+def test_per_video_path_sets_torch_threads(tmp_path):
+    # tvl1-torch on the CPU runs in --jobs processes: each must use --threads torch threads, not one per core.
+    from flowprep.dataset import VideoEntry
+    from flowprep.extract import extract_video
+
+    src = write_video(tmp_path / "v.avi", textured_frames(3, (32, 24), 1, 0))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        r = extract_video(src, VideoEntry("v.avi", 0, "c"), tmp_path / "st", CFG, threads=1)
+        assert r.ok, r.error
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(old)
