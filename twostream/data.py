@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -95,15 +94,6 @@ class ClipSpec:
         """How many clip start positions a video of ``num_frames`` stored frames offers (at least 1)."""
         n = num_frames if self.stream == "spatial" else num_frames - 1
         return max(1, n - (self.num_frames - 1) * self.stride)
-
-
-def worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of the DataLoaders: one OpenCV thread per worker process.
-
-    The workers are the loader's parallelism; OpenCV's own thread pool (one thread per core by default) on top
-    of them puts workers x cores threads, and the model's torch threads, on the same cores.
-    """
-    cv2.setNumThreads(1)
 
 
 def clip_indices(spec: ClipSpec, start: int, num_frames: int) -> list[int]:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores, worker_init
+from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores
 from .distributed import World, amp_policy, cleanup, gather, setup, shard, sum_across
 from .models import ARCH_INPUT, build_model, channels_last_format
 
@@ -250,7 +250,7 @@ def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, wo
     Returns:
         (video_scores (N, C) averaged over views, labels (N,), clip_correct (N,) fraction of views right).
     """
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, worker_init_fn=worker_init)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
     n = len(dataset)
     scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
     for views, label, i in tqdm(loader, desc="evaluate", unit="video", disable=not progress, leave=False):
@@ -410,7 +410,7 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
-                            worker_init_fn=worker_init, pin_memory=device.type == "cuda",
+                            pin_memory=device.type == "cuda",
                             drop_last=len(sampler) > per_rank)
         lr = optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
