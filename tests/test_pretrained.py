@@ -212,3 +212,32 @@ def test_r3d_blocks_from_inflated_resnet_weights_answer_like_the_2d_blocks():
         img = torch.randn(1, 3, 32, 32)
         stem = net3d.stem(img.unsqueeze(2).expand(-1, -1, 5, -1, -1))[:, :, 2]
         torch.testing.assert_close(stem, net2d.relu(net2d.bn1(net2d.conv1(img))), rtol=1e-4, atol=1e-5)
+
+
+def test_train_cli_starts_from_pretrained_by_name(server, tmp_path, monkeypatch):
+    """``twostream train --arch r3d_18 --pretrained imagenet``: downloaded, inflated, adapted to flow, trained on."""
+    from conftest import make_dataset
+
+    from flowprep.decode import DecodeConfig
+    from flowprep.extract import ExtractConfig, extract_dataset
+    from twostream.checkpoint import load_checkpoint
+    from twostream.cli import main
+
+    base, root, requests = server
+    src = resnet18(base_width=8)
+    w = _publish(root, src.state_dict())
+    monkeypatch.setitem(P.FILES, w.file, w)
+    monkeypatch.setitem(P.PRETRAINED, "imagenet", {"r3d_18": w.file})
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(P.BASE_URL_ENV, base)
+    ds = make_dataset(tmp_path / "ds", per_class=2, num_frames=8, size=(32, 24))
+    assert extract_dataset(ds, tmp_path / "store", ExtractConfig(method="dis", decode=DecodeConfig(short_side=None)),
+                           jobs=1, progress=False).ok
+    assert main(["train", "--store", str(tmp_path / "store"), "--stream", "temporal", "--arch", "r3d_18",
+                 "--width", "8", "--num-frames", "4", "--input-size", "16", "--epochs", "1", "--batch-size", "4",
+                 "--lr", "1e-12", "--workers", "0", "--device", "cpu", "--val-clips", "1", "--quiet",
+                 "--pretrained", "imagenet", "-o", str(tmp_path / "run")]) == 0
+    assert requests == [f"/models/{w.file}"]
+    model = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    torch.testing.assert_close(model["stem.0.weight"], adapt_input_conv(inflate_weight(src.conv1.weight, 3), 2))
+    torch.testing.assert_close(model["layer3.1.conv2.0.weight"], inflate_weight(src.layer3[1].conv2.weight, 3))
