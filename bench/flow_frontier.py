@@ -21,29 +21,33 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tvl1_bench import CPU_SETTINGS, accuracy, bench_settings, bikes_pairs  # noqa: E402
 
+# Names without spaces, for --only; the tvl1-torch ones are bench/tvl1_bench.py's.
 SETTINGS = {
-    **{("tvl1-torch " + k if k != "tvl1-torch" and k != "opencv" else k): v for k, v in CPU_SETTINGS.items()},
+    **CPU_SETTINGS,
     "farneback": ("farneback", {}),
-    "dis medium": ("dis", {"preset": "medium"}),
-    "dis fast": ("dis", {"preset": "fast"}),
-    "dis ultrafast": ("dis", {"preset": "ultrafast"}),
+    "dis-medium": ("dis", {"preset": "medium"}),
+    "dis-fast": ("dis", {"preset": "fast"}),
+    "dis-ultrafast": ("dis", {"preset": "ultrafast"}),
 }
 WHAT = {
     "opencv": "OpenCV TV-L1, OpenCV's defaults (`tvl1`)",
     "tvl1-torch": "ours, OpenCV's parameters",
-    "tvl1-torch warm": "ours, warm start, all levels",
-    "tvl1-torch warm-l2": "ours, warm start, 2 levels",
-    "tvl1-torch warm-l2-w2": "ours, warm start, 2 levels, 2 warps",
-    "tvl1-torch warm-l1-w2": "ours, warm start, 1 level, 2 warps",
+    "warm": "ours, warm start, all levels",
+    "warm-l2": "ours, warm start, 2 levels",
+    "warm-l2-w2": "ours, warm start, 2 levels, 2 warps",
+    "warm-l1-w2": "ours, warm start, 1 level, 2 warps",
     "farneback": "OpenCV Farneback, OpenCV's defaults",
-    "dis medium": "OpenCV DIS, preset medium",
-    "dis fast": "OpenCV DIS, preset fast",
-    "dis ultrafast": "OpenCV DIS, preset ultrafast",
+    "dis-medium": "OpenCV DIS, preset medium",
+    "dis-fast": "OpenCV DIS, preset fast",
+    "dis-ultrafast": "OpenCV DIS, preset ultrafast",
 }
 
 
 def params_text(method: str, params: dict) -> str:
-    return f"`{method}`" + (" " + " ".join(f"`{k}={v}`" for k, v in params.items()) if params else "")
+    def text(v):
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    return f"`{method}`" + (" " + " ".join(f"`{k}={text(v)}`" for k, v in params.items()) if params else "")
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
