@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader
 
 from flowprep.store import Store
 from twostream.data import TrainClips
-from twostream.distributed import amp_policy
+from twostream.distributed import amp_policy, resolve_device
+from twostream.inference import make_model
 from twostream.models import channels_last_format
-from twostream.train import TrainConfig, make_model, resolve_device, train_one_epoch
+from twostream.train import TrainConfig, train_one_epoch
 
 
 def loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:

@@ -20,7 +20,8 @@ from flowprep.decode import DecodeConfig
 from flowprep.extract import ExtractConfig, extract_dataset
 from twostream.evaluate import evaluate
 from twostream.models import ARCH_INPUT, DESCRIPTIONS, count_parameters
-from twostream.train import TrainConfig, make_model, train
+from twostream.inference import make_model
+from twostream.train import TrainConfig, train
 
 DEFAULT_ARCHS = ["resnet18", "single_frame", "late_fusion", "early_fusion", "slow_fusion", "c3d", "r3d_18",
                  "r2plus1d_18"]

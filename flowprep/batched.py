@@ -20,7 +20,7 @@ pipeline, three stages that overlap:
    only when no video is being decoded (end of the dataset, or ``max_videos`` reached); with ``compile=True``
    a short batch is padded to the full size, since compiled graphs have fixed shapes.
 3. **write** (CPU, ``writers`` threads): once every pair of a video is solved, a thread quantises, encodes and
-   writes its file with :func:`flowprep.extract.write_extracted` (atomic, as in the per-video path); OpenCV's
+   writes its file with :func:`flowprep.unit.write_extracted` (atomic, as in the per-video path); OpenCV's
    encoders and hashing release the GIL, so the device thread does not wait for the disk.
 
 Results equal the per-video path's bit for bit: ``tvl1`` stops each pair on its own (a converged pair is frozen
@@ -31,11 +31,12 @@ error as reason) and the run goes on; a CUDA out-of-memory error halves ``batch_
 and solves the same pairs again. Crash safety is the store's: a ``kill -9`` leaves at worst temporary files,
 which the next run removes, and finished videos are skipped.
 
-When it runs: :func:`flowprep.extract.extract_dataset` uses it for a batched method (:data:`BATCHED_METHODS`)
-whose device resolves to CUDA, or on any device when given a :class:`PipelineConfig` (``--batch-pairs`` or
-``--writers``); on the CPU the per-video path, one process per core, is the faster one. The store records the
-method and all its parameters (``device`` and ``precision`` included) in ``store.json``, which
-``twostream predict`` passes to ``video_flow`` to compute a new video's flow the same way.
+When it runs: :func:`flowprep.extract.extract_dataset` uses it for a batched method (one whose registry entry
+has a ``device_solver``, see :mod:`flowprep.registry`) whose device resolves to CUDA, or on any device when given
+a :class:`PipelineConfig` (``--batch-pairs`` or ``--writers``); on the CPU the per-video path, one process per
+core, is the faster one. The store records the method and all its parameters in ``store.json``; the method's
+runtime-only ones (``device``, ``batch_size``, ``compile``) neither block a resume with other values nor reach
+``twostream predict``, which computes a new video's flow with the others on its own machine's device.
 
 Knobs that matter on a GPU (``flowprep extract --method tvl1-torch --device cuda``):
 
@@ -44,8 +45,9 @@ Knobs that matter on a GPU (``flowprep extract --method tvl1-torch --device cuda
   peaks at 0.86 GB of tensors (float32, ``bench/tvl1_memory.py``), plus the CUDA context and allocator slack. It does not change the results, so it is not recorded in the store.
 * ``--jobs`` (decoding processes) and ``--writers`` (threads): the CPU side must keep up with the device,
   i.e. decode and write as many frames per second as the device solves pairs; ``flowprep`` shows pairs/s.
-* ``--param precision=float16`` and ``--param compile=true`` (see :mod:`flowprep.tvl1_torch`): the device
-  side. These change the flow slightly and are recorded in the store with the other parameters.
+* ``--param precision=float16`` (see :mod:`flowprep.tvl1_torch`): the device side; it changes the flow
+  slightly, so a store made with it is not resumed with another. ``--param compile=true`` compiles the
+  iteration (the same operations, so a runtime-only parameter).
 """
 from __future__ import annotations
 
@@ -55,13 +57,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from .dataset import VideoEntry
-from .extract import ExtractConfig, VideoResult, decode_for_flow, failure_result, write_extracted
-from .flow import to_gray
+from .errors import ConfigError
+from .flow import get_method, method_names, to_gray
+from .registry import DeviceSolver
+from .unit import ExtractConfig, VideoResult, decode_for_flow, failure_result, write_extracted
 
 # Batches queued on the device thread: one being solved and the next one ready behind it.
 DEVICE_QUEUE = 2
@@ -86,40 +90,7 @@ class PipelineConfig:
     def __post_init__(self):
         for name in ("batch_pairs", "writers", "max_videos"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 1, or 0 to choose automatically, got {getattr(self, name)}")
-
-
-@dataclass(frozen=True)
-class DeviceSolver:
-    """A batched flow method bound to its parameters.
-
-    Attributes:
-        device: the ``torch.device`` it runs on.
-        batch_pairs: its preferred batch size.
-        fixed_shape: pad short batches to ``batch_pairs`` (compiled code is specialised to its shapes).
-        solve: ``(I0, I1)`` (B, H, W) uint8 tensors on ``device`` -> (B, 2, H, W) float32 flow.
-    """
-
-    device: object
-    batch_pairs: int
-    fixed_shape: bool
-    solve: Callable
-
-
-def _tvl1_torch_solver(params: dict) -> DeviceSolver:
-    from . import tvl1_torch
-
-    device, precision, batch_size, compile_, tv = tvl1_torch._parse_params(params)
-
-    def solve(a, b):
-        # Looked up at call time, not bound here, so that tests can replace tvl1 to inject device errors.
-        return tvl1_torch.tvl1(a, b, params=tv, precision=precision, compile=compile_)
-
-    return DeviceSolver(device, batch_size, compile_, solve)
-
-
-# Flow methods that solve batches of pairs on a device: name -> factory of a DeviceSolver from the parameters.
-BATCHED_METHODS: dict[str, Callable[[dict], DeviceSolver]] = {"tvl1-torch": _tvl1_torch_solver}
+                raise ConfigError(f"{name} must be >= 1, or 0 to choose automatically, got {getattr(self, name)}")
 
 
 def use_pipeline(cfg: ExtractConfig, pipeline: PipelineConfig | None) -> bool:
@@ -129,29 +100,22 @@ def use_pipeline(cfg: ExtractConfig, pipeline: PipelineConfig | None) -> bool:
         ValueError: ``pipeline`` given for a method that is not batched, or the method's device is unusable
             (e.g. ``cuda`` without a GPU).
     """
-    if cfg.method not in BATCHED_METHODS:
+    method = get_method(cfg.method)
+    if not method.batched:
         if pipeline is not None:
-            raise ValueError(f"the batched pipeline (batch_pairs, writers) needs a batched flow method "
-                             f"({', '.join(BATCHED_METHODS)}), not {cfg.method!r}")
+            batched = [n for n in method_names() if get_method(n).batched]
+            raise ConfigError(f"the batched pipeline (batch_pairs, writers) needs a batched flow method "
+                              f"({', '.join(batched)}), not {cfg.method!r}")
         return False
-    solver = BATCHED_METHODS[cfg.method](cfg.params)
-    if _warm_started(cfg):
-        # A warm-started pair needs the previous pair's flow first: the pairs of a video are solved one after
-        # another, which the per-video path does; batching them across videos here would be a new scheduler.
+    solver = method.device_solver(cfg.params)
+    if solver.per_video:
+        # e.g. a warm-started pair needs its video's previous pair's flow first: the pairs of a video are solved
+        # one after another, which the per-video path does; batching them across videos would be a new scheduler.
         if pipeline is not None:
-            raise ValueError("warm_start solves each video's pairs one after another from the previous pair's "
-                             "flow: it runs on the per-video path; leave out the batched pipeline "
-                             "(--batch-pairs, --writers)")
+            raise ConfigError(f"{solver.per_video}: it runs on the per-video path; leave out the batched pipeline "
+                              "(--batch-pairs, --writers)")
         return False
     return pipeline is not None or solver.device.type == "cuda"
-
-
-def _warm_started(cfg: ExtractConfig) -> bool:
-    if cfg.method != "tvl1-torch":
-        return False
-    from . import tvl1_torch
-
-    return tvl1_torch.warm_start_options(cfg.params).enabled
 
 
 # --- stage 1: decoding, in worker processes ---------------------------------------------------------
@@ -233,7 +197,7 @@ def extract_batched(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: Ex
     Args:
         todo: the videos to extract, read at ``root / entry.id``.
         store_dir: the store's directory.
-        cfg: what to extract; ``cfg.method`` must be in :data:`BATCHED_METHODS`.
+        cfg: what to extract; ``cfg.method`` must be a batched method (its registry entry has a ``device_solver``).
         jobs: decoding processes, as in joblib (-1: one per core).
         threads: OpenCV threads in each decoding process.
         pipeline: batch size, writer threads and the bound on videos in flight.
@@ -247,7 +211,7 @@ def extract_batched(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: Ex
     from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
 
     pipeline = pipeline or PipelineConfig()
-    solver = BATCHED_METHODS[cfg.method](cfg.params)
+    solver: DeviceSolver = get_method(cfg.method).device_solver(cfg.params)
     batch_pairs = pipeline.batch_pairs or solver.batch_pairs
     decoders = max(1, effective_n_jobs(jobs))
     writers = pipeline.writers or min(8, max(2, (os.cpu_count() or 2) // 2))

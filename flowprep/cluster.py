@@ -1,6 +1,6 @@
 """Per-video extraction on a ``dask.distributed`` cluster (``flowprep extract --dask ADDRESS``).
 
-The unit of work is the one of the local path (:func:`flowprep.extract.extract_video`), run as one dask task
+The unit of work is the one of the local path (:func:`flowprep.unit.extract_video`), run as one dask task
 per video. Only the client process writes into the store: a worker computes a video's file in its own scratch
 directory and returns the file's bytes, and the client writes them under a temporary name and renames it, as
 :func:`flowprep.store.write_video` does locally. So:
@@ -28,7 +28,8 @@ from typing import Iterator
 
 from . import __version__
 from .dataset import VideoEntry
-from .extract import ExtractConfig, VideoResult, extract_video
+from .errors import ConfigError, FlowprepError
+from .unit import ExtractConfig, VideoResult, extract_video
 from .store import atomic_path, video_path
 
 INSTALL_HINT = 'pip install "twostream[dask]"'
@@ -36,7 +37,7 @@ INSTALL_HINT = 'pip install "twostream[dask]"'
 MAX_RESUBMITS = 3
 
 
-class ClusterError(Exception):
+class ClusterError(FlowprepError):
     """The dask cluster cannot be used (extra not installed, scheduler unreachable, workers not set up)."""
 
 
@@ -59,7 +60,7 @@ def connect(dask) -> tuple[object, bool]:
     if isinstance(dask, distributed.Client):
         return dask, False
     if not isinstance(dask, str) or not dask:
-        raise ValueError(f"dask must be a scheduler address such as tcp://host:8786 or a distributed.Client, "
+        raise ConfigError(f"dask must be a scheduler address such as tcp://host:8786 or a distributed.Client, "
                          f"got {dask!r}")
     try:
         # Not the default client: a program that calls extract_dataset may use dask for other work.
@@ -117,7 +118,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def extract_on_cluster(client, todo: list[VideoEntry], root: Path, store_dir: Path, cfg: ExtractConfig,
+def extract_on_cluster(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: ExtractConfig, *, client,
                        threads: int = 1) -> Iterator[VideoResult]:
     """Run :func:`extract_remote` for every video of ``todo`` on the cluster; write each finished file into the
     store (in this process) and yield one :class:`VideoResult` per video, in order of completion.

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .errors import FlowprepError
+
 SPLIT_DIR_NAMES = (".", "ucfTrainTestlist", "splits")
 LIST_FORMATS = ("auto", "video", "rawframes", "kinetics", "ssv2")
 SUBSETS = ("train", "val", "test")
@@ -71,7 +73,7 @@ class Dataset:
     split_source: str = "auto"
 
 
-class DatasetError(Exception):
+class DatasetError(FlowprepError):
     """The dataset root or a list/split file cannot be used at all; the message names the file (and line)."""
 
 

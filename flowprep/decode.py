@@ -15,11 +15,13 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .errors import FlowprepError  # noqa: E402
+
 # OpenCV's own "can't capture by name" warnings duplicate the VideoError we raise.
 cv2.setLogLevel(2)  # 2 = errors only
 
 
-class VideoError(Exception):
+class VideoError(FlowprepError):
     """A video that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path, problem: str):

@@ -1,96 +1,43 @@
 """Parallel, resumable extraction of frames and flow for a whole dataset.
 
-Each video is one unit of work: decode -> flow -> quantise -> encode -> write its own HDF5 file under a
-temporary name -> rename. Units run in joblib workers, or as tasks on a dask cluster (:mod:`flowprep.cluster`);
-each returns a status, and the parent records failures and updates the progress bar. Rerunning the same
-command skips the finished videos, retries the failed ones and removes temporary files left by a killed run.
+Each video is one unit of work (:mod:`flowprep.unit`): decode -> flow -> quantise -> encode -> write its own HDF5
+file under a temporary name -> rename. A *backend* runs the units and yields one :class:`VideoResult` per video;
+all three have the shape ``backend(todo, root, store_dir, cfg) -> Iterator[VideoResult]``:
+
+* :func:`extract_local`: joblib worker processes on this machine, one video each (the default);
+* :func:`flowprep.batched.extract_batched`: CPU workers decode and write, one device solves flow in batches
+  across videos (a batched method such as ``tvl1-torch`` on CUDA);
+* :func:`flowprep.cluster.extract_on_cluster`: one Dask task per video on a cluster.
+
+:func:`extract_dataset` picks a backend; :func:`fill_store` owns the store (lock, settings, failure records,
+index) and the progress bar, and records what the backend yields (the rawframes importer fills a store through
+it too). Rerunning the same command skips the finished videos, retries the failed ones and removes temporary
+files left by a killed run.
 """
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import time
-import traceback
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from . import __version__
 from .dataset import Dataset, DatasetSource, VideoEntry, discover
-from .decode import DecodeConfig, VideoError, read_video
-from .flow import get_method, resolve_params, video_flow
-from .quantize import MAPPINGS, quantize
-from .store import (FLOW_FORMATS, RGB_FORMATS, SCHEMA_VERSION, StoreError, check_video_file, comparable_settings,
-                    failure_path, open_h5, read_json, settings_differences, video_path, write_json_atomic,
-                    write_video)
+from .errors import ConfigError, FlowprepError
+from .store import (SCHEMA_VERSION, StoreError, check_video_file, comparable_settings, failure_path, open_h5,
+                    read_json, settings_differences, video_path, write_json_atomic)
+# The unit of work; ExtractConfig, VideoResult and extract_video are part of this module's API too.
+from .unit import ExtractConfig, VideoResult, extract_video  # noqa: F401
 
-
-@dataclass
-class ExtractConfig:
-    """Everything that decides what the store holds (recorded in ``store.json``).
-
-    Attributes:
-        method: flow method name (see ``flowprep.flow.method_names()``).
-        params: overrides of the method's default parameters.
-        decode: frame size and rate.
-        bound: flow is clipped to [-bound, bound] pixels before quantisation (TSN uses 20).
-        mapping: ``symmetric`` (zero exact) or ``tsn`` (see :mod:`flowprep.quantize`).
-        rgb_format: ``jpeg`` or ``raw``.
-        flow_format: ``jpeg``, ``png`` (lossless codes), ``raw`` (uncompressed codes) or ``float16`` (no quantisation).
-        jpeg_quality: JPEG quality for RGB and flow.
-    """
-
-    method: str = "tvl1"
-    params: dict = field(default_factory=dict)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    bound: float = 20.0
-    mapping: str = "symmetric"
-    rgb_format: str = "jpeg"
-    flow_format: str = "jpeg"
-    jpeg_quality: int = 95
-
-    def __post_init__(self):
-        get_method(self.method)
-        self.params = resolve_params(self.method, self.params)
-        if self.mapping not in MAPPINGS:
-            raise ValueError(f"unknown mapping {self.mapping!r}; choose one of {', '.join(MAPPINGS)}")
-        if not self.bound > 0:
-            raise ValueError(f"bound must be positive, got {self.bound}")
-        if self.rgb_format not in RGB_FORMATS:
-            raise ValueError(f"unknown rgb format {self.rgb_format!r}; choose one of {', '.join(RGB_FORMATS)}")
-        if self.flow_format not in FLOW_FORMATS:
-            raise ValueError(f"unknown flow format {self.flow_format!r}; choose one of {', '.join(FLOW_FORMATS)}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg quality must be in 1..100, got {self.jpeg_quality}")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["decode"]["size"] = list(self.decode.size) if self.decode.size else None
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "ExtractConfig":
-        """The config recorded in a store's ``store.json`` (extra keys such as ``schema`` are ignored)."""
-        names = {f for f in cls.__dataclass_fields__ if f != "decode"}
-        return cls(**{k: v for k, v in d.items() if k in names}, decode=DecodeConfig.from_dict(d["decode"]))
-
-
-@dataclass
-class VideoResult:
-    id: str
-    ok: bool
-    pairs: int = 0
-    seconds: float = 0.0
-    bytes: int = 0
-    num_frames: int = 0
-    height: int = 0
-    width: int = 0
-    error: str = ""
+# What extract_dataset runs: (todo, root, store_dir, cfg) -> one VideoResult per video, in any order.
+Backend = Callable[[list, Path, Path, ExtractConfig], Iterator[VideoResult]]
 
 
 @dataclass
@@ -108,66 +55,8 @@ class Summary:
         return not self.failed
 
 
-def decode_for_flow(src: Path, cfg: ExtractConfig):
-    """Decode ``src`` as ``cfg`` says; raises :class:`VideoError` when it has fewer than the 2 frames flow needs."""
-    video = read_video(src, cfg.decode)
-    if len(video.frames) < 2:
-        raise VideoError(src, f"only {len(video.frames)} frame after subsampling; flow needs at least 2")
-    return video
-
-
-def write_extracted(store_dir: Path, entry: VideoEntry, video, flow: np.ndarray, cfg: ExtractConfig) -> int:
-    """Quantise ``flow`` (T-1, H, W, 2) float32 as ``cfg`` says and write the video's store file; returns its bytes.
-
-    The one writer of video files for every extraction path, so that they all make the same bytes.
-    """
-    data = flow if cfg.flow_format == "float16" else quantize(flow, cfg.bound, cfg.mapping)
-    h, w = video.frames.shape[1:3]
-    attrs = dict(
-        id=entry.id, label=entry.label, class_name=entry.class_name, num_frames=len(video.frames), height=h,
-        width=w, source_fps=video.source_fps, fps=video.fps, source_frames=video.source_frames,
-        method=cfg.method, mapping=cfg.mapping, bound=cfg.bound,
-        # All the settings, so that the files say what they were made with if store.json is lost or edited.
-        settings=json.dumps(comparable_settings(cfg.to_json()), sort_keys=True),
-    )
-    return write_video(video_path(store_dir, entry.id), frames=video.frames, frame_index=video.frame_index,
-                       codes_or_flow=data, attrs=attrs, rgb_format=cfg.rgb_format, flow_format=cfg.flow_format,
-                       jpeg_quality=cfg.jpeg_quality)
-
-
-def failure_result(vid: str, error: BaseException, seconds: float) -> VideoResult:
-    """The failed :class:`VideoResult` of ``vid``: a :class:`VideoError`'s problem, or any other error as internal."""
-    if isinstance(error, VideoError):
-        return VideoResult(vid, False, seconds=seconds, error=error.problem)
-    tb = traceback.format_exception_only(type(error), error)[-1].strip()
-    return VideoResult(vid, False, seconds=seconds, error=f"internal error: {tb}")
-
-
-def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:
-    """Decode one video, compute its flow and write its store file. Never raises: failures come back as a result."""
-    import sys
-
-    import cv2
-
-    cv2.setNumThreads(threads)
-    get_method(cfg.method)  # imports the method's module (torch for tvl1-torch) before its threads are set
-    if "torch" in sys.modules:
-        # tvl1-torch on the CPU: torch's own threads too, or every process runs one per core. Measured on the loaded
-        # 2-core machine: 2 torch threads took 7-10x the CPU time of 1 (threads spin while their partner waits).
-        sys.modules["torch"].set_num_threads(threads)
-    t0 = time.perf_counter()
-    try:
-        video = decode_for_flow(src, cfg)
-        flow = video_flow(video.frames, cfg.method, cfg.params)  # (T-1, H, W, 2)
-        size = write_extracted(store_dir, entry, video, flow, cfg)
-        h, w = video.frames.shape[1:3]
-        return VideoResult(entry.id, True, len(flow), time.perf_counter() - t0, size, len(video.frames), h, w)
-    except Exception as e:  # any failure of one video must not stop the batch
-        return failure_result(entry.id, e, time.perf_counter() - t0)
-
-
-class StoreLocked(Exception):
-    pass
+class StoreLocked(FlowprepError):
+    """Another ``flowprep extract`` holds the store's lock."""
 
 
 def _lock(store_dir: Path):
@@ -221,7 +110,7 @@ def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
         old_c, new_c = comparable_settings(old), comparable_settings(settings)
         differ = settings_differences(old_c, new_c)
         if differ:
-            raise ValueError(
+            raise ConfigError(
                 f"{store_dir}: this store was made with other settings ({', '.join(differ)}: "
                 f"{old_c.get(differ[0])!r} {source}, {new_c.get(differ[0])!r} now); choose another -o or delete "
                 "the store"
@@ -311,6 +200,57 @@ def _drop_stale_failures(store_dir: Path, ds: Dataset, pending: set[str]) -> Non
             p.unlink(missing_ok=True)
 
 
+def extract_local(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: ExtractConfig, *, jobs: int = -1,
+                  threads: int = 1) -> Iterator[VideoResult]:
+    """The joblib backend: :func:`extract_video` for each video of ``todo`` in ``jobs`` worker processes.
+
+    Yields one :class:`VideoResult` per video, in the order they finish.
+    """
+    tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
+    return Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+
+
+def _check_run_args(cfg: ExtractConfig, jobs, threads: int, dask, pipeline) -> tuple[int, bool]:
+    """Argument checks made before the store is touched. Returns (jobs, whether the batched pipeline runs)."""
+    if dask is not None and jobs is not None:
+        raise ConfigError("jobs and dask exclude each other: on a cluster the workers' threads set the parallelism")
+    jobs = -1 if jobs is None else jobs
+    if jobs == 0:
+        raise ConfigError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    if dask is not None:
+        if pipeline is not None:
+            raise ConfigError("the batched pipeline runs on this machine's device; it does not combine with dask")
+        return jobs, False
+    from . import batched  # a bad device or pipeline setting is refused here, before anything is written
+
+    return jobs, batched.use_pipeline(cfg, pipeline)
+
+
+def _open_backend(cleanup: ExitStack, root: Path, *, jobs: int, threads: int, dask, use_pipeline: bool,
+                  pipeline) -> tuple[Backend, Path]:
+    """The backend to run, bound to its settings; with ``dask``, connected and checked (before the store is
+    touched: a bad cluster leaves nothing). Returns (backend, root as the backend must see it). The batched
+    pipeline's backend also takes ``log=``, for the lines it prints while the progress bar runs."""
+    if use_pipeline:
+        from .batched import extract_batched
+
+        return functools.partial(extract_batched, jobs=jobs, threads=threads, pipeline=pipeline), root
+    if dask is None:
+        return functools.partial(extract_local, jobs=jobs, threads=threads), root
+    from . import cluster
+
+    client, owned = cluster.connect(dask)
+    if owned:
+        cleanup.callback(client.close)
+    # Workers read the sources by absolute path: a relative root means the client's working directory.
+    root = root.absolute()
+    cluster.check_workers(client, root)
+    # The workers return file bytes and this process writes them: it stays the store's only writer.
+    return functools.partial(cluster.extract_on_cluster, client=client, threads=threads), root
+
+
 def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | None = None, threads: int = 1,
                     splits_dir=None, list_file=None, source: DatasetSource | None = None, progress: bool = True,
                     log=print, dask=None, pipeline=None, check: str = "full") -> Summary:
@@ -349,46 +289,18 @@ def extract_dataset(root, store_dir, cfg: ExtractConfig = None, *, jobs: int | N
             reason that is not one video's.
     """
     cfg = cfg or ExtractConfig()
-    # Checked before the store is touched: joblib would only complain after the store was made.
-    if dask is not None and jobs is not None:
-        raise ValueError("jobs and dask exclude each other: on a cluster the workers' threads set the parallelism")
-    jobs = -1 if jobs is None else jobs
-    if jobs == 0:
-        raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+    jobs, use_pipeline = _check_run_args(cfg, jobs, threads, dask, pipeline)
     if check not in ("full", "quick"):
-        raise ValueError(f"check must be full or quick, got {check!r}")
-    use_pipeline = False
-    if dask is None:  # decided before the store is touched: a bad device or pipeline setting leaves nothing
-        from . import batched
-
-        use_pipeline = batched.use_pipeline(cfg, pipeline)
-    elif pipeline is not None:
-        raise ValueError("the batched pipeline runs on this machine's device; it does not combine with dask")
+        raise ConfigError(f"check must be full or quick, got {check!r}")
     root, store_dir = Path(root), Path(store_dir)
     ds = discover(root, source or DatasetSource(splits_dir=splits_dir, list_file=list_file))
     with ExitStack() as cleanup:
-        client = None
-        if dask is not None:  # connected and checked before the store is touched: a bad cluster leaves nothing
-            from . import cluster
-
-            client, owned = cluster.connect(dask)
-            if owned:
-                cleanup.callback(client.close)
-            # Workers read the sources by absolute path: a relative root means the client's working directory.
-            root = root.absolute()
-            cluster.check_workers(client, root)
+        backend, root = _open_backend(cleanup, root, jobs=jobs, threads=threads, dask=dask,
+                                      use_pipeline=use_pipeline, pipeline=pipeline)
 
         def start(todo: list[VideoEntry], log_line) -> Iterator[VideoResult]:
-            if use_pipeline:
-                return batched.extract_batched(todo, root, store_dir, cfg, jobs=jobs, threads=threads,
-                                               pipeline=pipeline, log=log_line)
-            if client is None:
-                tasks = (delayed(extract_video)(root / v.id, v, store_dir, cfg, threads) for v in todo)
-                return Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
-            # The workers return file bytes and this process writes them: it stays the store's only writer.
-            return cluster.extract_on_cluster(client, todo, root, store_dir, cfg, threads)
+            run = functools.partial(backend, log=log_line) if use_pipeline else backend
+            return run(todo, root, store_dir, cfg)
 
         return fill_store(root, store_dir, ds, cfg, start, progress=progress, log=log, desc=f"flowprep {cfg.method}",
                           check=check, check_jobs=jobs)

@@ -1,13 +1,11 @@
-"""Dense optical flow methods behind a small registry.
+"""Dense optical flow methods: the lookup of the registry, the OpenCV methods, and flow of a pair or a video.
 
-Every method maps a batch of grayscale frame pairs to flow::
-
-    flow_pairs(prev, nxt, **params) -> flow
-    prev, nxt: (B, H, W) uint8      flow: (B, H, W, 2) float32, channel 0 = x (right), 1 = y (down)
-
-so that ``flow[b, y, x]`` is the displacement of pixel (x, y) of ``prev[b]`` into ``nxt[b]``.
-CPU methods loop over the batch; a batched GPU method (see ``tvl1_torch``) solves it at once.
-A new method plugs in with :func:`register_method` and nothing else changes.
+Every method maps a batch of grayscale frame pairs to flow, ``fn(prev, nxt, **params)``: (B, H, W) uint8 pairs ->
+(B, H, W, 2) float32, channel 0 = x (right), 1 = y (down) (the contract is in :mod:`flowprep.registry`).
+CPU methods loop over the batch; a method that solves batches on a device (``tvl1-torch``) says so in its
+registry entry, and the batched pipeline (:mod:`flowprep.batched`) drives it. A new method plugs in with
+:func:`register_method` and nothing else changes: the CLI's ``--method`` choices, ``flowprep methods``, the
+store's settings and the batched pipeline all read the registry.
 
 Methods:
   * ``tvl1``: Zach, Pock & Bischof 2007, "A duality based approach for realtime TV-L1 optical flow",
@@ -18,53 +16,18 @@ Methods:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class FlowMethod:
-    """A registered flow method.
-
-    Attributes:
-        name: registry key (``--method``).
-        fn: ``fn(prev, nxt, **params) -> (B, H, W, 2) float32`` on (B, H, W) uint8 batches.
-        defaults: every parameter the method accepts, with its default value.
-        description: one line for ``--help``.
-        devices: devices the method can run on.
-    """
-
-    name: str
-    fn: Callable[..., np.ndarray]
-    defaults: dict = field(default_factory=dict)
-    description: str = ""
-    devices: tuple[str, ...] = ("cpu",)
-    validate: Callable[[dict], None] | None = None
+from .errors import ConfigError
+from .registry import METHODS, DeviceSolver, FlowMethod, check_pairs, register_method  # noqa: F401 (the API)
+from .tvl1 import TVL1_DEFAULTS
 
 
-METHODS: dict[str, FlowMethod] = {}
-# Parameters that change where or how fast a method runs, not the flow it computes: a store may be resumed,
-# and a model's flow reproduced, with other values of these.
-RUNTIME_PARAMS = ("device", "batch_size", "compile")
-# Methods defined in other modules, imported on first use so that e.g. torch is only loaded when needed.
+# Methods defined in other modules, imported on first use so that e.g. torch is only loaded when needed;
+# each registers itself with :func:`flowprep.registry.register_method` when imported.
 _LAZY_METHODS = {"tvl1-torch": "flowprep.tvl1_torch"}
-
-
-def register_method(name: str, defaults: dict, description: str = "", devices=("cpu",), validate=None):
-    """Decorator that adds a ``flow_pairs`` function to :data:`METHODS` under ``name``.
-
-    ``validate(params)``, if given, raises ``ValueError`` for bad parameter values; :func:`resolve_params` calls
-    it, so that a bad value is a usage error up front rather than one failure per video.
-    """
-
-    def wrap(fn):
-        METHODS[name] = FlowMethod(name, fn, dict(defaults), description, tuple(devices), validate)
-        return fn
-
-    return wrap
 
 
 def method_names() -> list[str]:
@@ -76,7 +39,7 @@ def get_method(name: str) -> FlowMethod:
     if name not in METHODS and name in _LAZY_METHODS:
         importlib.import_module(_LAZY_METHODS[name])
     if name not in METHODS:
-        raise ValueError(f"unknown flow method {name!r}; choose one of {', '.join(method_names())}")
+        raise ConfigError(f"unknown flow method {name!r}; choose one of {', '.join(method_names())}")
     return METHODS[name]
 
 
@@ -86,7 +49,7 @@ def resolve_params(name: str, overrides: dict | None = None) -> dict:
     params = dict(method.defaults)
     for key, value in (overrides or {}).items():
         if key not in params:
-            raise ValueError(
+            raise ConfigError(
                 f"flow method {name!r} has no parameter {key!r}; it takes {', '.join(sorted(params))}"
             )
         params[key] = _convert(value, params[key], name, key)
@@ -104,33 +67,20 @@ def _convert(value, default, method: str, key: str):
             return True
         if value.strip().lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"flow method {method!r}: parameter {key!r} takes true or false, got {value!r}")
+        raise ConfigError(f"flow method {method!r}: parameter {key!r} takes true or false, got {value!r}")
     try:
         return type(default)(value)
     except ValueError:
-        raise ValueError(f"flow method {method!r}: parameter {key!r} takes a {type(default).__name__} value, got {value!r}") from None
-
-
-def _check_pairs(prev: np.ndarray, nxt: np.ndarray) -> None:
-    if prev.shape != nxt.shape or prev.ndim != 3:
-        raise ValueError(f"expected two (B, H, W) grayscale batches of one shape, got {prev.shape} and {nxt.shape}")
-    if prev.dtype != np.uint8 or nxt.dtype != np.uint8:
-        raise ValueError(f"expected uint8 frames, got {prev.dtype} and {nxt.dtype}")
+        raise ConfigError(f"flow method {method!r}: parameter {key!r} takes a {type(default).__name__} value, got {value!r}") from None
 
 
 def _loop(solver_factory, prev, nxt) -> np.ndarray:
-    _check_pairs(prev, nxt)
+    check_pairs(prev, nxt)
     solver = solver_factory()
     out = np.empty(prev.shape + (2,), np.float32)
     for i in range(prev.shape[0]):
         out[i] = solver.calc(prev[i], nxt[i], None)
     return out
-
-
-TVL1_DEFAULTS = dict(
-    tau=0.25, lambda_=0.15, theta=0.3, nscales=5, warps=5, epsilon=0.01,
-    inner_iterations=30, outer_iterations=10, scale_step=0.8, gamma=0.0, median_filtering=5,
-)
 
 
 @register_method("tvl1", TVL1_DEFAULTS, "OpenCV contrib DualTVL1 (Zach et al. 2007), OpenCV defaults")
@@ -175,7 +125,7 @@ DIS_DEFAULTS = dict(preset="medium")
 
 def _check_dis(p: dict) -> None:
     if p["preset"] not in _DIS_PRESETS:
-        raise ValueError(f"dis preset must be one of {', '.join(_DIS_PRESETS)}, got {p['preset']!r}")
+        raise ConfigError(f"dis preset must be one of {', '.join(_DIS_PRESETS)}, got {p['preset']!r}")
 
 
 @register_method("dis", DIS_DEFAULTS, "OpenCV DIS (Kroeger et al. 2016), preset medium", validate=_check_dis)
@@ -200,6 +150,6 @@ def compute_flow(prev: np.ndarray, nxt: np.ndarray, method: str = "tvl1", params
 def video_flow(frames: np.ndarray, method: str = "tvl1", params: dict | None = None) -> np.ndarray:
     """Flow between consecutive frames. (T, H, W[, 3]) uint8 -> (T-1, H, W, 2) float32."""
     if len(frames) < 2:
-        raise ValueError(f"flow needs at least 2 frames, got {len(frames)}")
+        raise ConfigError(f"flow needs at least 2 frames, got {len(frames)}")
     gray = to_gray(frames)
     return get_method(method).fn(gray[:-1], gray[1:], **resolve_params(method, params))

@@ -43,7 +43,8 @@ from tqdm.auto import tqdm
 
 from .dataset import VIDEO_EXTENSIONS, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError
-from .extract import Summary, VideoResult, failure_result, fill_store
+from .extract import Summary, fill_store
+from .unit import VideoResult, failure_result
 from .flow import get_method, resolve_params
 from .quantize import dequantize, quantize
 from .store import Store, StoreError, atomic_path, open_h5, video_path, write_encoded

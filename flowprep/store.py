@@ -53,6 +53,7 @@ import cv2
 import h5py
 import numpy as np
 
+from .errors import FlowprepError
 from .quantize import MAPPINGS, dequantize
 
 SCHEMA_VERSION = 1
@@ -64,7 +65,7 @@ MAX_FRAMES = 1_000_000
 MAX_SIDE = 8192
 
 
-class StoreError(Exception):
+class StoreError(FlowprepError):
     """A store, or a video in it, cannot be read; the message names the path."""
 
 
@@ -157,10 +158,12 @@ def comparable_settings(settings: dict) -> dict:
     which do not change the flow. Every video file carries this dict as its ``settings`` attribute (JSON), so
     the files say what they were made with even when ``store.json`` is lost or edited.
     """
-    from .flow import RUNTIME_PARAMS
+    from .flow import get_method, method_names
 
     out = {k: v for k, v in settings.items() if k not in ("flowprep_version", "schema")}
-    out["params"] = {k: v for k, v in settings.get("params", {}).items() if k not in RUNTIME_PARAMS}
+    params = settings.get("params", {})
+    out["params"] = get_method(settings["method"]).without_runtime(params) if settings.get("method") in method_names() \
+        else dict(params)
     return out
 
 

@@ -49,13 +49,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from flowprep.flow import TVL1_DEFAULTS, _check_pairs, register_method
+from .device import resolve_device
+from .errors import ConfigError
+from .registry import DeviceSolver, check_pairs, register_method
+from .tvl1 import TVL1_DEFAULTS, TVL1Params
 
 log = logging.getLogger(__name__)
 
@@ -70,57 +73,6 @@ _TINY = float(torch.finfo(torch.float32).tiny)
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-@dataclass(frozen=True)
-class TVL1Params:
-    """Parameters of TV-L1, named and defaulted as OpenCV's ``DualTVL1OpticalFlow_create``.
-
-    Attributes:
-        tau: time step of the primal-dual scheme (stable for tau <= 0.25).
-        lambda_: weight of the data term; smaller gives smoother flow.
-        theta: coupling between ``u`` and ``v``.
-        nscales: number of pyramid levels (fewer if the image gets below 16 pixels).
-        warps: warps of ``I1`` per level.
-        epsilon: stop a warp once the mean squared update of ``u`` per pixel is below epsilon**2.
-        inner_iterations: iterations between two median filterings.
-        outer_iterations: median filterings per warp (so at most inner*outer iterations per warp).
-        scale_step: size ratio between two pyramid levels, in (0, 1).
-        gamma: weight of the illumination-change variable (0 disables it).
-        median_filtering: odd window of the median filter applied to the flow; <= 1 disables it.
-    """
-
-    # The defaults live in one place, flow.TVL1_DEFAULTS, shared with OpenCV's ``tvl1`` method.
-    tau: float = TVL1_DEFAULTS["tau"]
-    lambda_: float = TVL1_DEFAULTS["lambda_"]
-    theta: float = TVL1_DEFAULTS["theta"]
-    nscales: int = TVL1_DEFAULTS["nscales"]
-    warps: int = TVL1_DEFAULTS["warps"]
-    epsilon: float = TVL1_DEFAULTS["epsilon"]
-    inner_iterations: int = TVL1_DEFAULTS["inner_iterations"]
-    outer_iterations: int = TVL1_DEFAULTS["outer_iterations"]
-    scale_step: float = TVL1_DEFAULTS["scale_step"]
-    gamma: float = TVL1_DEFAULTS["gamma"]
-    median_filtering: int = TVL1_DEFAULTS["median_filtering"]
-
-    def __post_init__(self):
-        if not 0.0 < self.scale_step < 1.0:
-            raise ValueError(f"scale_step must lie in (0, 1), got {self.scale_step}")
-        if self.nscales < 1 or self.warps < 1:
-            raise ValueError(f"nscales and warps must be >= 1, got {self.nscales} and {self.warps}")
-        if self.inner_iterations < 1 or self.outer_iterations < 1:
-            raise ValueError(
-                f"inner_iterations and outer_iterations must be >= 1, got "
-                f"{self.inner_iterations} and {self.outer_iterations}"
-            )
-        if self.tau <= 0 or self.theta <= 0 or self.lambda_ <= 0 or self.epsilon < 0:
-            raise ValueError(
-                f"tau, theta and lambda_ must be > 0 and epsilon >= 0, got tau={self.tau}, "
-                f"theta={self.theta}, lambda_={self.lambda_}, epsilon={self.epsilon}"
-            )
-        if self.median_filtering > 1 and self.median_filtering % 2 == 0:
-            raise ValueError(f"median_filtering must be odd (or <= 1 to disable), got {self.median_filtering}")
-
-
-assert set(asdict(TVL1Params())) == set(TVL1_DEFAULTS), "TVL1Params must mirror flow.TVL1_DEFAULTS"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,20 +443,20 @@ def tvl1(
     """
     p = params if params is not None else TVL1Params()
     if I0.shape != I1.shape or I0.ndim != 3:
-        raise ValueError(f"expected I0 and I1 of one shape (B, H, W), got {tuple(I0.shape)} and {tuple(I1.shape)}")
+        raise ConfigError(f"expected I0 and I1 of one shape (B, H, W), got {tuple(I0.shape)} and {tuple(I1.shape)}")
     if I0.device != I1.device:
-        raise ValueError(f"I0 and I1 must be on one device, got {I0.device} and {I1.device}")
+        raise ConfigError(f"I0 and I1 must be on one device, got {I0.device} and {I1.device}")
     b, h, w = I0.shape
     if h < 3 or w < 3:
-        raise ValueError(f"frames must be at least 3x3 pixels, got {h}x{w}")
+        raise ConfigError(f"frames must be at least 3x3 pixels, got {h}x{w}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if init_flow is not None and tuple(init_flow.shape) != (b, 2, h, w):
-        raise ValueError(f"init_flow must have shape {(b, 2, h, w)}, got {tuple(init_flow.shape)}")
+        raise ConfigError(f"init_flow must have shape {(b, 2, h, w)}, got {tuple(init_flow.shape)}")
     if check_every is None:
         check_every = 1 if I0.device.type == "cpu" else 10
     if check_every < 0:
-        raise ValueError(f"check_every must be >= 0, got {check_every}")
+        raise ConfigError(f"check_every must be >= 0, got {check_every}")
     store = PRECISIONS[precision]
     dev = I0.device
     channels = 3 if p.gamma != 0 else 2
@@ -605,19 +557,6 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 # flowprep method
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {device!r} asked for but torch sees no CUDA GPU (torch {torch.__version__}); "
-            "use device='cpu' or install a CUDA build of torch"
-        )
-    return torch.device(device)
-
-
 # batch_size 0 picks per device: 1 on the CPU, where a batch only adds the masked work of pairs
 # that converged early (run one process per core instead), and 64 on a GPU (0.86 GB of tensors at 340x256,
 # bench/tvl1_memory.py).
@@ -626,6 +565,11 @@ TVL1_TORCH_DEFAULTS = dict(TVL1_DEFAULTS, device="auto", precision="float32", ba
                            warm_start=False, warm_levels=0, warm_warps=0)
 _AUTO_BATCH = {"cpu": 1, "cuda": 64}
 _WARM_KEYS = {"warm_start": "enabled", "warm_levels": "levels", "warm_warps": "warps"}
+
+
+# Where and how fast it runs, not the flow it computes (each pair stops on its own, so the batch size does not
+# change its flow; compiled code computes the same operations).
+RUNTIME_PARAMS = ("device", "batch_size", "compile")
 
 
 @dataclass(frozen=True)
@@ -657,7 +601,7 @@ class WarmStart:
 
     def __post_init__(self):
         if self.levels < 0 or self.warps < 0:
-            raise ValueError(f"warm_levels and warm_warps must be >= 1, or 0 for the cold values, got "
+            raise ConfigError(f"warm_levels and warm_warps must be >= 1, or 0 for the cold values, got "
                              f"{self.levels} and {self.warps}")
 
     def params(self, cold: TVL1Params) -> TVL1Params:
@@ -665,48 +609,54 @@ class WarmStart:
         return replace(cold, nscales=self.levels or cold.nscales, warps=self.warps or cold.warps)
 
 
-def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
-    """flowprep method: ``(B, H, W)`` uint8 pairs -> ``(B, H, W, 2)`` float32 flow via :func:`tvl1`.
+@dataclass(frozen=True)
+class TorchRun:
+    """A ``tvl1-torch`` parameter dict, checked and split into what runs where and the TV-L1 parameters.
 
-    ``params``: the TV-L1 parameters of ``TVL1_DEFAULTS`` plus ``device`` ("cpu", "cuda", "auto"),
-    ``precision`` ("float32", "float16", "bfloat16"), ``batch_size`` (pairs solved at once; 0: 1 on
-    the CPU, 64 on CUDA), ``compile`` and ``warm_start`` / ``warm_levels`` / ``warm_warps`` (see
-    :class:`WarmStart`).
+    Attributes:
+        device: the ``torch.device`` to solve on.
+        precision: storage precision of the per-warp data (a key of :data:`PRECISIONS`).
+        batch_size: pairs solved at once (0 in the parameters is resolved here: 1 on the CPU, 64 on CUDA).
+        compile: ``torch.compile`` the iteration.
+        tvl1: the TV-L1 parameters.
+        warm: warm start from the previous pair's flow (:class:`WarmStart`).
     """
-    _check_pairs(prev, nxt)
-    device, precision, batch_size, compile_, tv = _parse_params(params)
-    warm = warm_start_options(params)
-    if warm.enabled:
-        return _solve_chained(prev, nxt, device, precision, compile_, tv, warm)
-    out = np.empty(prev.shape + (2,), np.float32)
-    for start in range(0, len(prev), batch_size):
-        stop = min(start + batch_size, len(prev))
-        a = torch.from_numpy(np.ascontiguousarray(prev[start:stop])).to(device)
-        b = torch.from_numpy(np.ascontiguousarray(nxt[start:stop])).to(device)
-        n = stop - start
-        if compile_ and n < batch_size:
-            # A compiled step is specialised to its shapes: pad the last chunk with copies of
-            # its last pair rather than compile again for one odd batch.
-            pad = batch_size - n
-            a = torch.cat((a, a[-1:].expand(pad, -1, -1)))
-            b = torch.cat((b, b[-1:].expand(pad, -1, -1)))
-        flow = tvl1(a, b, params=tv, precision=precision, compile=compile_)[:n]
-        out[start:stop] = flow.permute(0, 2, 3, 1).cpu().numpy()
-    return out
+
+    device: torch.device
+    precision: str
+    batch_size: int
+    compile: bool
+    tvl1: TVL1Params
+    warm: "WarmStart"
 
 
-def _solve_chained(prev, nxt, device, precision, compile_, tv: TVL1Params, warm: WarmStart) -> np.ndarray:
-    """Pairs one at a time, each chained pair warm-started from the previous pair's flow."""
-    out = np.empty(prev.shape + (2,), np.float32)
-    flow = None  # (1, 2, H, W) on the device: the previous pair's flow
-    for i in range(len(prev)):
-        a = torch.from_numpy(np.ascontiguousarray(prev[i : i + 1])).to(device)
-        b = torch.from_numpy(np.ascontiguousarray(nxt[i : i + 1])).to(device)
-        chained = i > 0 and np.array_equal(prev[i], nxt[i - 1])
-        flow = tvl1(a, b, params=warm.params(tv) if chained else tv, init_flow=flow if chained else None,
-                    precision=precision, compile=compile_)
-        out[i] = flow[0].permute(1, 2, 0).cpu().numpy()
-    return out
+def parse_params(params: dict) -> TorchRun:
+    """Check a ``tvl1-torch`` parameter dict (defaults filled in) and return it typed.
+
+    Raises:
+        ConfigError: an unknown name or a bad value, naming it.
+    """
+    opts = dict(TVL1_TORCH_DEFAULTS, **params)
+    unknown = set(opts) - set(TVL1_TORCH_DEFAULTS)
+    if unknown:
+        raise ConfigError(
+            f"tvl1-torch has no parameter(s) {', '.join(sorted(unknown))}; it takes "
+            f"{', '.join(sorted(TVL1_TORCH_DEFAULTS))}"
+        )
+    device = resolve_device(str(opts.pop("device")))
+    precision = opts.pop("precision")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    batch_size = int(opts.pop("batch_size"))
+    if batch_size < 0:
+        raise ConfigError(f"batch_size must be >= 1, or 0 to pick one for the device, got {batch_size}")
+    compile_ = opts.pop("compile")
+    if isinstance(compile_, str):  # e.g. from a command line
+        compile_ = compile_.strip().lower() in ("1", "true", "yes", "on")
+    warm = warm_start_options(opts)
+    for key in _WARM_KEYS:
+        opts.pop(key)
+    return TorchRun(device, precision, batch_size or _AUTO_BATCH[device.type], bool(compile_), TVL1Params(**opts), warm)
 
 
 def warm_start_options(params: dict) -> WarmStart:
@@ -719,31 +669,64 @@ def warm_start_options(params: dict) -> WarmStart:
 
 def validate_params(params: dict) -> None:
     """Raise ``ValueError`` naming the bad entry of a ``tvl1-torch`` parameter dict."""
-    _parse_params(params)
+    parse_params(params)
 
 
-def _parse_params(params: dict) -> tuple[torch.device, str, int, bool, TVL1Params]:
-    opts = dict(TVL1_TORCH_DEFAULTS, **params)
-    unknown = set(opts) - set(TVL1_TORCH_DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"tvl1-torch has no parameter(s) {', '.join(sorted(unknown))}; it takes "
-            f"{', '.join(sorted(TVL1_TORCH_DEFAULTS))}"
-        )
-    device = _resolve_device(str(opts.pop("device")))
-    precision = opts.pop("precision")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    batch_size = int(opts.pop("batch_size"))
-    if batch_size < 0:
-        raise ValueError(f"batch_size must be >= 1, or 0 to pick one for the device, got {batch_size}")
-    compile_ = opts.pop("compile")
-    if isinstance(compile_, str):  # e.g. from a command line
-        compile_ = compile_.strip().lower() in ("1", "true", "yes", "on")
-    warm_start_options(opts)  # validated here, used by tvl1_torch_pairs
-    for key in _WARM_KEYS:
-        opts.pop(key)
-    return device, precision, batch_size or _AUTO_BATCH[device.type], bool(compile_), TVL1Params(**opts)
+def tvl1_torch_pairs(prev: np.ndarray, nxt: np.ndarray, **params) -> np.ndarray:
+    """flowprep method: ``(B, H, W)`` uint8 pairs -> ``(B, H, W, 2)`` float32 flow via :func:`tvl1`.
+
+    ``params``: the TV-L1 parameters of ``TVL1_DEFAULTS`` plus ``device`` ("cpu", "cuda", "auto"),
+    ``precision`` ("float32", "float16", "bfloat16"), ``batch_size`` (pairs solved at once; 0: 1 on
+    the CPU, 64 on CUDA), ``compile`` and ``warm_start`` / ``warm_levels`` / ``warm_warps`` (see
+    :class:`WarmStart`).
+    """
+    check_pairs(prev, nxt)
+    run = parse_params(params)
+    if run.warm.enabled:
+        return _solve_chained(prev, nxt, run)
+    out = np.empty(prev.shape + (2,), np.float32)
+    for start in range(0, len(prev), run.batch_size):
+        stop = min(start + run.batch_size, len(prev))
+        a = torch.from_numpy(np.ascontiguousarray(prev[start:stop])).to(run.device)
+        b = torch.from_numpy(np.ascontiguousarray(nxt[start:stop])).to(run.device)
+        n = stop - start
+        if run.compile and n < run.batch_size:
+            # A compiled step is specialised to its shapes: pad the last chunk with copies of
+            # its last pair rather than compile again for one odd batch.
+            pad = run.batch_size - n
+            a = torch.cat((a, a[-1:].expand(pad, -1, -1)))
+            b = torch.cat((b, b[-1:].expand(pad, -1, -1)))
+        flow = tvl1(a, b, params=run.tvl1, precision=run.precision, compile=run.compile)[:n]
+        out[start:stop] = flow.permute(0, 2, 3, 1).cpu().numpy()
+    return out
+
+
+def _solve_chained(prev, nxt, run: "TorchRun") -> np.ndarray:
+    """Pairs one at a time, each chained pair warm-started from the previous pair's flow."""
+    out = np.empty(prev.shape + (2,), np.float32)
+    flow = None  # (1, 2, H, W) on the device: the previous pair's flow
+    for i in range(len(prev)):
+        a = torch.from_numpy(np.ascontiguousarray(prev[i : i + 1])).to(run.device)
+        b = torch.from_numpy(np.ascontiguousarray(nxt[i : i + 1])).to(run.device)
+        chained = i > 0 and np.array_equal(prev[i], nxt[i - 1])
+        flow = tvl1(a, b, params=run.warm.params(run.tvl1) if chained else run.tvl1, init_flow=flow if chained else None,
+                    precision=run.precision, compile=run.compile)
+        out[i] = flow[0].permute(1, 2, 0).cpu().numpy()
+    return out
+
+
+def device_solver(params: dict) -> DeviceSolver:
+    """The :class:`~flowprep.registry.DeviceSolver` through which the batched pipeline runs ``tvl1-torch``."""
+    run = parse_params(params)
+
+    def solve(a, b):
+        # The global tvl1 is looked up at each call, so that tests can replace it to inject device errors.
+        return tvl1(a, b, params=run.tvl1, precision=run.precision, compile=run.compile)
+
+    # A warm-started pair needs its video's previous pair first: batching pairs across videos does not apply.
+    per_video = ("warm_start solves each video's pairs one after another from the previous pair's flow"
+                 if run.warm.enabled else "")
+    return DeviceSolver(run.device, run.batch_size, run.compile, solve, per_video)
 
 
 register_method(
@@ -752,4 +735,6 @@ register_method(
     "TV-L1 (Zach et al. 2007) in PyTorch, batched, CPU or CUDA; OpenCV's algorithm and defaults",
     devices=("cpu", "cuda"),
     validate=validate_params,
+    runtime_params=RUNTIME_PARAMS,
+    device_solver=device_solver,
 )(tvl1_torch_pairs)

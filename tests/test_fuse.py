@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from twostream.evaluate import Scores, mean_class_accuracy, metrics, topk_accuracy
+from twostream.metrics import Scores, mean_class_accuracy, metrics, topk_accuracy
 from twostream.fuse import FusionError, format_table, fuse
 
 CLASSES = np.array(["a", "b", "c"])

@@ -12,7 +12,8 @@ from flowprep.extract import ExtractConfig, extract_dataset
 from flowprep.store import Store
 from twostream.data import TrainClips
 from twostream.models import ARCHS
-from twostream.train import TrainConfig, make_model
+from twostream.inference import make_model
+from twostream.train import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,16 @@ The stages after ``flowprep``, one module per concern::
     pretrained.py  -> --pretrained imagenet|kinetics400: torchvision's files, downloaded into the hub cache
     convert.py     -> mmaction2 / torchvision-reference checkpoints -> our state dicts, checked complete
     export.py      -> ONNX / TorchScript with the input layout in the file's metadata
-    train.py       -> training loop, checkpoints, exact resume (distributed.py: under torchrun)
+    config.py      -> TrainConfig, the settings of a run (to_dict / from_dict, the CLI's options)
+    train.py       -> training loop, exact resume
+    checkpoint.py  -> checkpoints: plain dicts, written atomically, read weights-only; typed (Checkpoint)
+    inference.py   -> build a model, score views and videos (used by train, evaluate, predict)
+    distributed.py -> the device resolver and the helpers for torchrun (DDP)
     evaluate.py    -> multi-clip, multi-crop evaluation and score files
-    fuse.py        -> late fusion of score files
+    metrics.py     -> score files and accuracies, numpy only
+    fuse.py        -> late fusion of score files (no torch)
     report.py      -> the HTML results page (plots.py: confusion matrices, training curves)
     predict.py     -> the whole path on one raw video
+    errors.py      -> TwostreamError, the base of every error for users
     cli.py         -> the ``twostream`` command
 """

@@ -16,11 +16,13 @@ import torch
 
 from flowprep.store import atomic_path
 
+from .errors import TwostreamError
+
 FORMAT = "twostream-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(TwostreamError):
     """A file that is not a usable twostream checkpoint; the message names it and says why."""
 
 

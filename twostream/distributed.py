@@ -1,4 +1,6 @@
-"""Multi-process training and evaluation under ``torchrun`` (DistributedDataParallel).
+"""Devices and processes: which device to run on, and multi-process training and evaluation under ``torchrun``.
+
+:func:`resolve_device` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is flowprep's, shared with ``tvl1-torch``.
 
 ``torchrun --nproc_per_node N -m twostream train ...`` starts N processes with ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous address in the environment; :func:`setup` reads them and joins the
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from flowprep.device import resolve_device  # noqa: F401 (one resolver for twostream and flowprep's tvl1-torch)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import Scores, metrics
+from .errors import ConfigError
+from .metrics import Scores, metrics
 
 
-class FusionError(ValueError):
+class FusionError(ConfigError):
     """Score files that cannot be fused; the message says which and why."""
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 
 from flowprep.decode import DecodeConfig, read_video
-from flowprep.flow import RUNTIME_PARAMS, video_flow
+from flowprep.flow import get_method, video_flow
 from flowprep.quantize import dequantize, quantize
 
 from .data import ArraySource, eval_views, unmirror_scores
-from .train import predict_views, resolve_device
-from .evaluate import load_model
+from .distributed import resolve_device
+from .inference import load_model, predict_views
 
 
 def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int = 5, num_clips: int = 25,
@@ -48,7 +48,7 @@ def predict(video, *, spatial=None, temporal=None, weights=(1.0, 1.0), top: int 
             raise ValueError(f"{video}: only {len(v.frames)} frame; the temporal stream needs at least 2")
         tcfg = next(ckpt["meta"]["store"] for _, _, ckpt, spec, _ in loaded if spec.stream == "temporal")
         # Runtime parameters (device, batch size, compile) do not change the flow: use this machine's defaults.
-        params = {k: v for k, v in tcfg["params"].items() if k not in RUNTIME_PARAMS}
+        params = get_method(tcfg["method"]).without_runtime(tcfg["params"])
         flow = video_flow(v.frames, tcfg["method"], params)
         if tcfg["flow_format"] != "float16":  # the stream was trained on quantised flow
             flow = dequantize(quantize(flow, tcfg["bound"], tcfg["mapping"]), tcfg["bound"], tcfg["mapping"])

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
@@ -28,9 +27,10 @@ from tqdm.auto import tqdm
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import ClipSpec, EvalVideos, TrainClips, read_flip_pairs, unmirror_scores
-from .distributed import World, amp_policy, cleanup, gather, setup, shard, sum_across
-from .models import ARCH_INPUT, build_model, channels_last_format
+from .data import ClipSpec, TrainClips, read_flip_pairs
+from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
+from .inference import autocast, make_model, memory_format, score_sharded
+from .models import ARCH_INPUT, channels_last_format
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +136,6 @@ class TrainConfig:
     RESUMABLE_CHANGES = ("workers", "device", "resume", "tensorboard")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA GPU (a CPU build of torch, or no driver)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-def make_model(arch: str, spec: ClipSpec, num_classes: int, dropout: float, base_width: int = 64) -> torch.nn.Module:
-    return build_model(arch, num_classes=num_classes, in_channels=spec.channels, num_frames=spec.num_frames,
-                       dropout=dropout, base_width=base_width)
-
-
-def _memory_format(model_input_dims: int):
-    return torch.channels_last if model_input_dims == 4 else torch.channels_last_3d
-
-
 def _schedule(optimizer, cfg: TrainConfig):
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -162,10 +143,6 @@ def _schedule(optimizer, cfg: TrainConfig):
         milestones = [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-
-
-def _autocast(device: torch.device, amp: bool):
-    return amp_policy(device, amp).autocast(device)
 
 
 # Batches between two read-backs of the running loss and accuracy for the progress bar: each read-back waits
@@ -205,7 +182,7 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
     for step, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
-            x = x.contiguous(memory_format=_memory_format(x.dim()))
+            x = x.contiguous(memory_format=memory_format(x.dim()))
         with policy.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
@@ -226,57 +203,6 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
     elapsed = time.perf_counter() - t0
     total_loss, correct, seen = sum_across([total_loss.item(), correct.item(), seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
-
-
-@torch.no_grad()
-def predict_views(model, views: torch.Tensor, device, *, batch_size: int = 64, amp: bool = True,
-                  channels_last: bool = False) -> torch.Tensor:
-    """Softmax scores of each view: (V, ...) inputs -> (V, num_classes) float32 on the CPU."""
-    model.eval()
-    out = []
-    for chunk in views.split(batch_size):
-        chunk = chunk.to(device, non_blocking=True)
-        if channels_last:
-            chunk = chunk.contiguous(memory_format=_memory_format(chunk.dim()))
-        with _autocast(device, amp):
-            out.append(model(chunk).float().softmax(1).cpu())
-    return torch.cat(out)
-
-
-def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, workers: int = 0, amp: bool = True,
-                 channels_last: bool = False, progress: bool = False):
-    """Scores of every video of ``dataset``.
-
-    Returns:
-        (video_scores (N, C) averaged over views, labels (N,), clip_correct (N,) fraction of views right).
-    """
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
-    n = len(dataset)
-    scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
-    for views, label, i in tqdm(loader, desc="evaluate", unit="video", disable=not progress, leave=False):
-        p = predict_views(model, views, device, batch_size=batch_size, amp=amp, channels_last=channels_last)
-        p = unmirror_scores(p, dataset.spec, dataset.num_crops)
-        if scores is None:
-            scores = np.zeros((n, p.shape[1]), np.float32)
-        scores[i] = p.mean(0).numpy()
-        labels[i] = label
-        clip_correct[i] = (p.argmax(1) == label).float().mean().item()
-    return scores, labels, clip_correct
-
-
-def score_sharded(model, store, ids, spec, device, world: World, *, num_clips: int, num_crops: int, batch_size: int,
-                  workers: int = 0, amp: bool = True, channels_last: bool = False, progress: bool = False):
-    """:func:`score_videos` with the videos split over the ranks and the results gathered, in ``ids`` order."""
-    mine = shard(ids, world)
-    ds = EvalVideos(store, mine, spec, num_clips=num_clips, num_crops=num_crops)
-    part = score_videos(model, ds, device, batch_size=batch_size, workers=workers, amp=amp,
-                        channels_last=channels_last, progress=progress and world.main) if mine else None
-    parts = [p for p in gather(part, world) if p is not None]
-    order = [v for r in range(world.size) for v in shard(ids, World(r, world.size))]
-    pos = {v: i for i, v in enumerate(order)}
-    idx = np.array([pos[v] for v in ids])
-    scores, labels, clip_correct = (np.concatenate([p[k] for p in parts])[idx] for k in range(3))
-    return scores, labels, clip_correct
 
 
 def validate(model, store, ids, spec, cfg: TrainConfig, device, world: World = World()) -> dict:
