@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from flowprep.store import atomic_path
 
+from .errors import ConfigError
 from .models import VideoResNet, inflate_state_dict, load_state, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ PRETRAINED: dict[str, dict[str, str]] = {
 }
 
 
-class PretrainedError(ValueError):
+class PretrainedError(ConfigError):
     """Weights that cannot be had: an unknown name, a failed or corrupt download. The message says what to do."""
 
 
