@@ -2,7 +2,8 @@
 
 One video: decode (:func:`decode_for_flow`) -> flow -> quantise, encode and write its store file
 (:func:`write_extracted`) -> a :class:`VideoResult`, or a failed one (:func:`failure_result`) that carries the
-reason. :func:`extract_video` runs the whole unit in one process. Every extraction backend (joblib workers in
+reason. :func:`extract_video` runs the whole unit in one process. :func:`prepare_video` prepares a new video exactly
+as a store with given settings holds its videos (what ``twostream predict`` feeds the models). Every extraction backend (joblib workers in
 :mod:`flowprep.extract`, the batched device pipeline in :mod:`flowprep.batched`, a Dask cluster in
 :mod:`flowprep.cluster`) is built from these pieces, so that they all make the same bytes; this module imports
 none of them.
@@ -10,6 +11,7 @@ none of them.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -18,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import VideoEntry
-from .decode import DecodeConfig, VideoError, read_video
+from .decode import DecodeConfig, Video, VideoError, read_video
 from .errors import ConfigError
 from .flow import get_method, resolve_params, video_flow
 from .quantize import MAPPINGS, quantize
-from .store import FLOW_FORMATS, RGB_FORMATS, comparable_settings, video_path, write_video
+from .store import FLOW_FORMATS, RGB_FORMATS, VideoFile, comparable_settings, video_path, write_video
 
 
 @dataclass
@@ -64,9 +66,27 @@ class ExtractConfig:
             raise ConfigError(f"jpeg quality must be in 1..100, got {self.jpeg_quality}")
 
     def to_json(self) -> dict:
+        """The settings as ``store.json`` records them (and a checkpoint's ``meta["store"]`` carries them)."""
         d = asdict(self)
         d["decode"]["size"] = list(self.decode.size) if self.decode.size else None
         return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ExtractConfig":
+        """The settings of a store from its ``store.json`` (or a checkpoint's copy of it).
+
+        Other keys of the file (``schema``, ``flowprep_version``, an imported store's ``imported``) are not
+        settings and are left out. The method's runtime-only parameters (``device``, ``batch_size``,
+        ``compile``) come back as this machine's defaults: they say where the store was made, not what it holds,
+        and a store made on a GPU must be usable where there is none. An imported store records no JPEG
+        quality (its JPEGs are the source's); it reads as the default.
+        """
+        method = get_method(d["method"])
+        quality = d.get("jpeg_quality")
+        return cls(method=d["method"], params=method.without_runtime(d.get("params", {})),
+                   decode=DecodeConfig.from_dict(d["decode"]), bound=float(d["bound"]), mapping=d["mapping"],
+                   rgb_format=d.get("rgb_format", "jpeg"), flow_format=d.get("flow_format", "jpeg"),
+                   jpeg_quality=cls.jpeg_quality if quality is None else int(quality))
 
 
 @dataclass
@@ -115,6 +135,53 @@ def failure_result(vid: str, error: BaseException, seconds: float) -> VideoResul
         return VideoResult(vid, False, seconds=seconds, error=error.problem)
     tb = traceback.format_exception_only(type(error), error)[-1].strip()
     return VideoResult(vid, False, seconds=seconds, error=f"internal error: {tb}")
+
+
+@dataclass
+class PreparedVideo:
+    """A video prepared as a store holds it (see :func:`prepare_video`).
+
+    Attributes:
+        frames: (T, H, W, 3) uint8 RGB, as the store's reader returns them.
+        flow: (T-1, H, W, 2) float32 pixels, as the store's reader returns them; None when not asked for.
+        video: the decoded video (frame indices, rates), before the store's encoding.
+    """
+
+    frames: np.ndarray
+    flow: np.ndarray | None
+    video: Video
+
+
+def prepare_video(src, cfg: ExtractConfig, *, flow: bool = True) -> PreparedVideo:
+    """Prepare a new video exactly as a store made with ``cfg`` holds its videos, as a model trained on it saw them.
+
+    Decodes ``src`` as ``cfg.decode`` says, computes its flow with ``cfg.method`` and ``cfg.params``, then quantises
+    and encodes frames and flow (the JPEG round trip included) and reads them back through the store's own writer
+    and reader (:func:`write_extracted`, :class:`flowprep.store.VideoFile`), so the arrays equal those
+    ``Store.frames`` / ``Store.flow`` would give for the same video extracted into that store.
+
+    Args:
+        src: the video file.
+        cfg: the store's settings (``ExtractConfig.from_json(store.config)``, or a checkpoint's).
+        flow: also compute the flow; without it a video of one frame is fine.
+
+    Raises:
+        VideoError: the file cannot be decoded, or (with ``flow``) has fewer than 2 frames.
+    """
+    video = decode_for_flow(src, cfg) if flow else read_video(src, cfg.decode)
+    t, h, w = video.frames.shape[:3]
+    # Without flow, zeros stand in for it: the file must hold T-1 flow frames to be read back.
+    pixels = video_flow(video.frames, cfg.method, cfg.params) if flow else np.zeros((t - 1, h, w, 2), np.float32)
+    entry = VideoEntry("video", 0, "")
+    with tempfile.TemporaryDirectory(prefix="flowprep-prepare-") as tmp:
+        write_extracted(Path(tmp), entry, video, pixels, cfg)
+        stored = VideoFile(video_path(tmp, entry.id))
+        try:
+            frames = stored.frames(list(range(t)))
+            read_flow = stored.flow(list(range(t - 1))) if flow else None
+        finally:
+            stored.close()
+    return PreparedVideo(frames, read_flow, video)
 
 
 def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:

@@ -1,8 +1,10 @@
 """Checkpoints: plain dicts written atomically and read without unpickling arbitrary objects.
 
 A checkpoint is ``{"format", "version", "model", "optimizer", "scheduler", "epoch", "config", "meta"}`` where
-``config`` is the :class:`twostream.train.TrainConfig` as a dict and ``meta`` holds what evaluation and
-prediction need: classes, the clip spec and the store's extraction settings. Reading uses
+``config`` is the :class:`twostream.config.TrainConfig` as a dict and ``meta`` holds what evaluation and
+prediction need: classes, the clip spec and the settings of the store it was trained on (its ``store.json``,
+unchanged). :func:`load_checkpoint` returns the plain dict; :func:`read_checkpoint` returns them typed
+(:class:`Checkpoint`), which is what evaluation and prediction use. Reading uses
 ``torch.load(weights_only=True)``, which refuses pickled code, so a checkpoint from an untrusted source
 cannot run anything.
 """
@@ -10,12 +12,16 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from flowprep.store import atomic_path
+from flowprep.unit import ExtractConfig
 
+from .config import TrainConfig
+from .data import ClipSpec
 from .errors import TwostreamError
 
 FORMAT = "twostream-checkpoint"
@@ -61,3 +67,48 @@ def load_checkpoint(path) -> dict:
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return ckpt
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back as typed objects (see :func:`read_checkpoint`).
+
+    Attributes:
+        config: the run's settings.
+        spec: what one network input is made of.
+        classes: class names, in label order.
+        store: the settings of the store the model was trained on: how a new video must be prepared.
+        epoch: the last finished epoch.
+        best_val_video_acc: the best per-epoch validation video accuracy so far.
+        state: the plain dict as saved (``model``, ``optimizer``, ``scheduler`` states among it).
+    """
+
+    config: TrainConfig
+    spec: ClipSpec
+    classes: list[str]
+    store: ExtractConfig
+    epoch: int
+    best_val_video_acc: float
+    state: dict
+
+    @property
+    def name(self) -> str:
+        """A label for tables: the stream for the ResNet streams, else the arch and the stream."""
+        c = self.config
+        return c.stream if c.arch.startswith("resnet") else f"{c.arch} {c.stream}"
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """:func:`load_checkpoint`, with its settings as typed objects.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, or when its settings do not read back.
+    """
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    try:
+        return Checkpoint(TrainConfig.from_dict(ckpt["config"]), ClipSpec(**meta["spec"]), list(meta["classes"]),
+                          ExtractConfig.from_json(meta["store"]), int(ckpt["epoch"]),
+                          float(meta.get("best_val_video_acc", float("nan"))), ckpt)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its settings do not read back ({type(e).__name__}: {e})") from None

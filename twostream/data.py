@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from flowprep.unit import ExtractConfig
+
 from . import transforms as T
 
 STREAMS = ("spatial", "temporal")
@@ -141,7 +143,7 @@ class TrainClips(Dataset):
             raise ValueError(f"{store.root}: no finished videos to train on")
         self.store, self.ids, self.spec = store, list(video_ids), spec
         self.samples_per_video, self.seed, self.epoch = samples_per_video, seed, 0
-        self.bound = float(store.config["bound"])
+        self.bound = ExtractConfig.from_json(store.config).bound
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -232,7 +234,7 @@ class EvalVideos(Dataset):
     def __init__(self, store, video_ids: list[str], spec: ClipSpec, *, num_clips: int = 25, num_crops: int = 10):
         self.store, self.ids, self.spec = store, list(video_ids), spec
         self.num_clips, self.num_crops = num_clips, spec.test_crops(num_crops)
-        self.bound = float(store.config["bound"])
+        self.bound = ExtractConfig.from_json(store.config).bound
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -37,26 +37,25 @@ def evaluate(checkpoint, store_dir, out_path, *, split: int | None = None, num_c
     """
     world, dev = setup(resolve_device(device))
     try:
-        model, ckpt, spec = load_model(checkpoint, dev)
+        model, ck = load_model(checkpoint, dev)
         store = Store(store_dir)
-        split = split if split is not None else ckpt["config"]["split"]
-        if list(store.classes) != list(ckpt["meta"]["classes"]):
+        split = split if split is not None else ck.config.split
+        if list(store.classes) != ck.classes:
             raise ConfigError(f"{checkpoint}: trained on other classes than those of the store {store_dir}")
         ids = store.video_ids(split, "test")
         if not ids:
             raise ConfigError(f"{store_dir}: split {split} has no finished test videos")
-        channels_last = ckpt["config"]["channels_last"] and dev.type == "cuda"
         scores, labels, clip_correct = score_sharded(
-            model, store, ids, spec, dev, world, num_clips=num_clips, num_crops=num_crops, batch_size=batch_size,
-            workers=workers, amp=ckpt["config"]["amp"], channels_last=channels_last, progress=progress)
-        cfg = ckpt["config"]
-        name = cfg["stream"] if cfg["arch"].startswith("resnet") else f"{cfg['arch']} {cfg['stream']}"
+            model, store, ids, ck.spec, dev, world, num_clips=num_clips, num_crops=num_crops, batch_size=batch_size,
+            workers=workers, amp=ck.config.amp, channels_last=ck.config.channels_last and dev.type == "cuda",
+            progress=progress)
+        name = ck.name
         if world.main:
             Scores(scores, labels, np.asarray(ids), np.asarray(store.classes), name).save(out_path)
             out_path = Path(out_path)
             plot_confusion(confusion_matrix(scores, labels, len(store.classes)), store.classes,
                            out_path.with_name(out_path.stem + "_confusion.png"), title=f"{name}: split {split}")
         return {"clip_top1": float(clip_correct.mean()), **metrics(scores, labels), "videos": len(ids),
-                "crops": spec.test_crops(num_crops)}
+                "crops": ck.spec.test_crops(num_crops)}
     finally:
         cleanup(world)

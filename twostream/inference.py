@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, read_checkpoint
 from .data import ClipSpec, EvalVideos, unmirror_scores
 from .distributed import World, amp_policy, gather, shard
 from .models import build_model
@@ -32,14 +32,12 @@ def autocast(device: torch.device, amp: bool):
     return amp_policy(device, amp).autocast(device)
 
 
-def load_model(checkpoint, device: torch.device):
-    """Rebuild a trained model from a checkpoint. Returns (model in eval mode, checkpoint dict, ClipSpec)."""
-    ckpt = load_checkpoint(checkpoint)
-    cfg, meta = ckpt["config"], ckpt["meta"]
-    spec = ClipSpec(**meta["spec"])
-    model = make_model(cfg["arch"], spec, meta["num_classes"], cfg["dropout"], cfg["base_width"])
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt, spec
+def load_model(checkpoint, device: torch.device) -> tuple[torch.nn.Module, Checkpoint]:
+    """Rebuild a trained model from a checkpoint file. Returns (model on ``device`` in eval mode, the checkpoint)."""
+    ck = read_checkpoint(checkpoint)
+    model = make_model(ck.config.arch, ck.spec, len(ck.classes), ck.config.dropout, ck.config.base_width)
+    model.load_state_dict(ck.state["model"])
+    return model.to(device).eval(), ck
 
 
 @torch.no_grad()
