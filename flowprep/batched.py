@@ -64,6 +64,7 @@ import numpy as np
 from .dataset import VideoEntry
 from .errors import ConfigError
 from .flow import get_method, method_names, to_gray
+from .options import opt
 from .registry import DeviceSolver
 from .unit import ExtractConfig, VideoResult, decode_for_flow, failure_result, write_extracted
 
@@ -83,8 +84,12 @@ class PipelineConfig:
             processes + writers + 2.
     """
 
-    batch_pairs: int = 0
-    writers: int = 0
+    batch_pairs: int = opt(0, "batched methods (tvl1-torch): solve N frame pairs at once across videos, decoding and "
+                           "writing on --jobs processes and --writers threads meanwhile. This pipeline is the default "
+                           "on cuda (N: the method's batch_size, 64 on cuda); giving --batch-pairs or --writers uses "
+                           "it on any device", metavar="N", default_help="")
+    writers: int = opt(0, "with the batched pipeline: threads that encode and write finished videos", metavar="N",
+                       default_help="half the cores, 2 to 8")
     max_videos: int = 0
 
     def __post_init__(self):

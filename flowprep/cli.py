@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 
 import numpy as np
+
+from .errors import ConfigError, FlowprepError
+from .options import Parser, add_fields, given
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -21,13 +25,6 @@ def _param(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     k, v = text.split("=", 1)
     return k.strip(), v.strip()
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error: the usage of ``extract`` alone is ten lines, which hide the message."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _add_dataset_options(p: argparse.ArgumentParser, *, frame_folders: bool = False) -> None:
@@ -57,11 +54,12 @@ def _add_dataset_options(p: argparse.ArgumentParser, *, frame_folders: bool = Fa
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .batched import PipelineConfig
+    from .decode import DecodeConfig
     from .flow import method_names
-    from .quantize import MAPPINGS
-    from .store import FLOW_FORMATS, RGB_FORMATS
+    from .unit import ExtractConfig
 
-    p = _Parser(prog="flowprep", description="Precompute RGB frames and dense optical flow of a "
+    p = Parser(prog="flowprep", description="Precompute RGB frames and dense optical flow of a "
                                 "labelled video dataset into an HDF5 store, in parallel and resumably.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -71,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "failed ones are retried. Exit status 1 if any video failed.")
     e.add_argument("root", help="dataset root: ROOT/<class>/<video> with optional UCF101/HMDB51 split files")
     e.add_argument("-o", "--output", required=True, metavar="STORE", help="store directory (created or resumed)")
-    e.add_argument("--method", default="tvl1", choices=method_names(), help="flow method (default: tvl1)")
+    add_fields(e, ExtractConfig, skip=("params", "decode"))
     e.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
                    help="override a parameter of the flow method (see 'flowprep methods'); repeatable")
     e.add_argument("--device", default=None, help="device for methods that run on a GPU (tvl1-torch): cpu, cuda, auto")
@@ -79,15 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", type=_size, metavar="WxH", help="resize frames to exactly WxH, e.g. 340x256 (TSN)")
     g.add_argument("--short-side", type=int, default=256, metavar="N",
                    help="resize so the shorter side is N pixels, keeping the aspect ratio (default: 256; 0 keeps the size)")
-    e.add_argument("--fps", type=float, help="keep frames at this rate (default: the source rate)")
-    e.add_argument("--stride", type=int, default=1, help="then keep every N-th frame (default: 1)")
-    e.add_argument("--bound", type=float, default=20.0, help="clip flow to +-BOUND pixels before quantising (default: 20)")
-    e.add_argument("--mapping", default="symmetric", choices=MAPPINGS,
-                   help="flow to uint8 mapping: symmetric keeps zero exact (default); tsn is the TSN/denseflow one")
-    e.add_argument("--rgb-format", default="jpeg", choices=RGB_FORMATS, help="how RGB frames are stored (default: jpeg)")
-    e.add_argument("--flow-format", default="jpeg", choices=FLOW_FORMATS,
-                   help="how flow is stored: jpeg (default), png (lossless codes), raw (uncompressed codes), float16")
-    e.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality for frames and flow (default: 95)")
+    add_fields(e, DecodeConfig, only=("fps", "stride"))
     _add_dataset_options(e)
     w = e.add_mutually_exclusive_group()
     w.add_argument("--jobs", type=int, help="worker processes on this machine (default: -1, one per core)")
@@ -97,14 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=1,
                    help="OpenCV threads in each worker, and torch threads for tvl1-torch on the CPU (default: 1; one "
                    "process per core with one thread each was fastest for every method, see bench/parallel_bench.py)")
-    e.add_argument("--batch-pairs", type=int, metavar="N",
-                   help="batched methods (tvl1-torch): solve N frame pairs at once across videos, decoding and "
-                   "writing on --jobs processes and --writers threads meanwhile. This pipeline is the default on "
-                   "cuda (N: the method's batch_size, 64 on cuda); giving --batch-pairs or --writers uses it on "
-                   "any device")
-    e.add_argument("--writers", type=int, metavar="N",
-                   help="with the batched pipeline: threads that encode and write finished videos "
-                   "(default: half the cores, 2 to 8)")
+    add_fields(e, PipelineConfig, only=("batch_pairs", "writers"))
     e.add_argument("--check", choices=("full", "quick"), default="full",
                    help="how the finished videos of a resumed store are checked before they are trusted (a damaged "
                    "one is extracted again): full (default) also recomputes each file's sha256, reading the whole "
@@ -190,32 +173,31 @@ def _dataset_source(a):
                          test_list=a.test_list, list_format=a.list_format, classes_file=a.classes)
 
 
-def cmd_extract(a) -> int:
-    from .cluster import ClusterError  # importable without the dask extra, which it needs only when used
+def extract_settings(a: argparse.Namespace):
+    """The ExtractConfig and PipelineConfig (None unless --batch-pairs or --writers) of ``flowprep extract``."""
+    from .batched import PipelineConfig
     from .decode import DecodeConfig
-    from .extract import ExtractConfig, extract_dataset
+    from .unit import ExtractConfig
 
     params = dict(a.param)
     if a.device is not None:
         params["device"] = a.device
     decode = DecodeConfig(size=a.size, short_side=None if a.size or a.short_side == 0 else a.short_side,
-                          fps=a.fps, stride=a.stride)
-    cfg = ExtractConfig(method=a.method, params=params, decode=decode, bound=a.bound, mapping=a.mapping,
-                        rgb_format=a.rgb_format, flow_format=a.flow_format, jpeg_quality=a.jpeg_quality)
-    pipeline = None
-    if a.batch_pairs is not None or a.writers is not None:
-        from .batched import PipelineConfig
+                          **given(a, ["fps", "stride"]))
+    cfg = ExtractConfig(params=params, decode=decode, **given(a, [f.name for f in fields(ExtractConfig)]))
+    pipe = given(a, ["batch_pairs", "writers"])
+    if any(v < 1 for v in pipe.values()):
+        raise ConfigError(f"--batch-pairs and --writers must be at least 1, got {pipe}")
+    return cfg, PipelineConfig(**pipe) if pipe else None
 
-        if a.batch_pairs is not None and a.batch_pairs < 1 or a.writers is not None and a.writers < 1:
-            raise ValueError(f"--batch-pairs and --writers must be at least 1, got {a.batch_pairs} and {a.writers}")
-        pipeline = PipelineConfig(batch_pairs=a.batch_pairs or 0, writers=a.writers or 0)
-    try:
-        s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, source=_dataset_source(a),
-                            progress=not a.quiet, log=lambda m: print(m, file=sys.stderr),
-                            dask=a.dask, pipeline=pipeline, check=a.check)
-    except ClusterError as e:
-        print(f"flowprep: error: {e}", file=sys.stderr)
-        return 2
+
+def cmd_extract(a) -> int:
+    from .extract import extract_dataset
+
+    cfg, pipeline = extract_settings(a)
+    s = extract_dataset(a.root, a.output, cfg, jobs=a.jobs, threads=a.threads, source=_dataset_source(a),
+                        progress=not a.quiet, log=lambda m: print(m, file=sys.stderr), dask=a.dask, pipeline=pipeline,
+                        check=a.check)
     rate = s.pairs / s.seconds if s.seconds > 0 else 0.0
     print(f"{s.done} extracted, {s.skipped} already done, {len(s.failed)} failed, of {s.total}; "
           f"{s.pairs} flow pairs in {s.seconds:.1f} s ({rate:.1f} pairs/s) -> {a.output}")
@@ -379,9 +361,9 @@ def cmd_show(a) -> int:
     from .visualize import animation_frames, contact_sheet, default_scale, write_animation
 
     if a.scale is not None and not 0 < a.scale <= 32:
-        raise ValueError(f"--scale must be in (0, 32], got {a.scale}")
+        raise ConfigError(f"--scale must be in (0, 32], got {a.scale}")
     if a.frames < 1:
-        raise ValueError(f"--frames must be at least 1, got {a.frames}")
+        raise ConfigError(f"--frames must be at least 1, got {a.frames}")
     st = Store(a.store)
     n = st.num_frames(a.video)
     idx = [int(i) for i in np.unique(np.linspace(0, n - 2, a.frames).round())]
@@ -411,16 +393,14 @@ def cmd_methods(a) -> int:
 
 
 def main(argv=None) -> int:
-    from .dataset import DatasetError
-    from .extract import StoreLocked
-    from .store import StoreError
-
     parser = build_parser()
     a = parser.parse_args(argv)
     commands = {"extract": cmd_extract, "import-frames": cmd_import_frames, "export": cmd_export, "info": cmd_info, "verify": cmd_verify, "show": cmd_show, "methods": cmd_methods}
     try:
         return commands[a.command](a)
-    except (DatasetError, StoreError, StoreLocked, ValueError, OSError) as e:
+    # Errors for users: one line, exit 2. flowprep's own (FlowprepError: bad input, settings, stores, clusters)
+    # and the system's (a file that cannot be read or written). Anything else is a bug and keeps its traceback.
+    except (FlowprepError, OSError) as e:
         print(f"flowprep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

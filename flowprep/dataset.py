@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import FlowprepError
+from .errors import ConfigError, FlowprepError
 
 SPLIT_DIR_NAMES = (".", "ucfTrainTestlist", "splits")
 LIST_FORMATS = ("auto", "video", "rawframes", "kinetics", "ssv2")
@@ -104,15 +104,15 @@ class DatasetSource:
 
     def __post_init__(self):
         if self.list_format not in LIST_FORMATS:
-            raise ValueError(f"unknown list format {self.list_format!r}; choose one of {', '.join(LIST_FORMATS)}")
+            raise ConfigError(f"unknown list format {self.list_format!r}; choose one of {', '.join(LIST_FORMATS)}")
         per_subset = self.train_list or self.val_list or self.test_list
         if self.list_file and per_subset:
-            raise ValueError("--list (one list, split made automatically) and --train-list/--val-list/--test-list "
+            raise ConfigError("--list (one list, split made automatically) and --train-list/--val-list/--test-list "
                              "(one list per subset) exclude each other")
         if self.splits_dir and (self.list_file or per_subset):
-            raise ValueError("--splits names UCF101/HMDB51 split files; with list files leave it out")
+            raise ConfigError("--splits names UCF101/HMDB51 split files; with list files leave it out")
         if self.classes_file and not (self.list_file or per_subset):
-            raise ValueError("--classes goes with list files (--list, --train-list, ...); split files have their own")
+            raise ConfigError("--classes goes with list files (--list, --train-list, ...); split files have their own")
 
     @property
     def lists(self) -> dict[str, Path]:
@@ -740,7 +740,7 @@ def discover(root, source: DatasetSource | None = None, *, splits_dir=None, list
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root is not a directory")
     if frame_folders not in (None,) + FRAME_FOLDERS:
-        raise ValueError(f"frame_folders must be None, 'nested' or 'flat', got {frame_folders!r}")
+        raise ConfigError(f"frame_folders must be None, 'nested' or 'flat', got {frame_folders!r}")
     if source.lists:
         return _from_lists(root, source, frame_folders)
     split_dir, kind = _find_split_dir(root, source.splits_dir)

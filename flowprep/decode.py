@@ -15,7 +15,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .errors import FlowprepError  # noqa: E402
+from .errors import ConfigError, FlowprepError  # noqa: E402
+from .options import opt  # noqa: E402
 
 # OpenCV's own "can't capture by name" warnings duplicate the VideoError we raise.
 cv2.setLogLevel(2)  # 2 = errors only
@@ -46,8 +47,8 @@ class DecodeConfig:
 
     size: tuple[int, int] | None = None
     short_side: int | None = 256
-    fps: float | None = None
-    stride: int = 1
+    fps: float | None = opt(None, "keep frames at this rate (default: the source rate)", type=float)
+    stride: int = opt(1, "then keep every N-th frame", metavar="N")
     max_truncation: float = 0.05
 
     @classmethod
@@ -57,13 +58,13 @@ class DecodeConfig:
 
     def __post_init__(self):
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
-            raise ValueError(f"size must be (width, height) of at least 8 pixels each, got {self.size}")
+            raise ConfigError(f"size must be (width, height) of at least 8 pixels each, got {self.size}")
         if self.short_side is not None and self.short_side < 8:
-            raise ValueError(f"short_side must be at least 8 pixels, got {self.short_side}")
+            raise ConfigError(f"short_side must be at least 8 pixels, got {self.short_side}")
         if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+            raise ConfigError(f"fps must be positive, got {self.fps}")
         if self.stride < 1:
-            raise ValueError(f"stride must be at least 1, got {self.stride}")
+            raise ConfigError(f"stride must be at least 1, got {self.stride}")
 
 
 @dataclass

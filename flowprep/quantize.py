@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ConfigError
+
 MAPPINGS = ("symmetric", "tsn")
 
 
 def _check(bound: float, mapping: str) -> None:
     if mapping not in MAPPINGS:
-        raise ValueError(f"unknown flow mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
+        raise ConfigError(f"unknown flow mapping {mapping!r}; choose one of {', '.join(MAPPINGS)}")
     if not bound > 0:
-        raise ValueError(f"flow bound must be positive, got {bound}")
+        raise ConfigError(f"flow bound must be positive, got {bound}")
 
 
 def step(bound: float, mapping: str = "symmetric") -> float:

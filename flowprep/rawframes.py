@@ -43,11 +43,12 @@ from tqdm.auto import tqdm
 
 from .dataset import VIDEO_EXTENSIONS, DatasetSource, VideoEntry, discover
 from .decode import DecodeConfig, VideoError
+from .errors import ConfigError
 from .extract import Summary, fill_store
-from .unit import VideoResult, failure_result
 from .flow import get_method, resolve_params
 from .quantize import dequantize, quantize
 from .store import Store, StoreError, atomic_path, open_h5, video_path, write_encoded
+from .unit import VideoResult, failure_result
 
 PAIRINGS = ("denseflow", "tsn")  # T images and T-1 flows; or T-1 of each, image k the second frame of flow k
 JPEG_QUALITY = 95  # of what export encodes (frames of a raw store, re-quantised flow): cv2.imwrite's default
@@ -111,11 +112,11 @@ class ImportConfig:
 
     def __post_init__(self):
         if not self.bound > 0:
-            raise ValueError(f"bound must be positive, got {self.bound}")
+            raise ConfigError(f"bound must be positive, got {self.bound}")
         if self.layout != "auto" and self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}; choose auto or one of {', '.join(LAYOUTS)}")
+            raise ConfigError(f"unknown layout {self.layout!r}; choose auto or one of {', '.join(LAYOUTS)}")
         if self.start_index is not None and self.start_index < 0:
-            raise ValueError(f"start index must be 0 or more, got {self.start_index}")
+            raise ConfigError(f"start index must be 0 or more, got {self.start_index}")
         get_method(self.method)
         self.params = resolve_params(self.method, self.params)
 
@@ -308,10 +309,10 @@ def import_dataset(root, store_dir, cfg: ImportConfig, *, jobs: int | None = Non
     """
     jobs = -1 if jobs is None else jobs
     if jobs == 0:
-        raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
+        raise ConfigError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
     root, store_dir = Path(root), Path(store_dir)
     if not root.is_dir():
-        raise ValueError(f"{root}: not a directory of frame folders")
+        raise ConfigError(f"{root}: not a directory of frame folders")
     source = source or DatasetSource(splits_dir=splits_dir, list_file=list_file)
     ds = discover(root, source, frame_folders=detect_folders(root, cfg.layout))
 
@@ -450,14 +451,14 @@ def export_store(store_dir, out_dir, layout: str, *, bound: float | None = None,
         log: called with one line per failure.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     jobs = -1 if jobs is None else jobs
     if jobs == 0:
-        raise ValueError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
+        raise ConfigError("jobs must be a number of processes, or negative as in joblib (-1: one per core), got 0")
     store, lay, out_dir = Store(store_dir), LAYOUTS[layout], Path(out_dir)
     bound = float(store.config["bound"]) if bound is None else float(bound)
     if not bound > 0:
-        raise ValueError(f"bound must be positive, got {bound}")
+        raise ConfigError(f"bound must be positive, got {bound}")
     ids = store.video_ids()
     folders: dict[str, str] = {}
     failed: dict[str, str] = {}

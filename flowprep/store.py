@@ -53,7 +53,7 @@ import cv2
 import h5py
 import numpy as np
 
-from .errors import FlowprepError
+from .errors import ConfigError, FlowprepError
 from .quantize import MAPPINGS, dequantize
 
 SCHEMA_VERSION = 1
@@ -936,7 +936,7 @@ class Store:
             if split not in self.splits:
                 raise StoreError(f"{self.root}: no split {split}; the store has splits {sorted(self.splits)}")
             if subset not in ("train", "val", "test"):
-                raise ValueError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
+                raise ConfigError(f"subset must be 'train', 'val' or 'test', got {subset!r}")
             if subset not in self.splits[split]:  # 'val' only where a store was made from a val and a test list
                 raise StoreError(f"{self.root}: split {split} has no {subset} subset, only "
                                  f"{', '.join(sorted(self.splits[split]))}")

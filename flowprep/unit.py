@@ -22,7 +22,8 @@ import numpy as np
 from .dataset import VideoEntry
 from .decode import DecodeConfig, Video, VideoError, read_video
 from .errors import ConfigError
-from .flow import get_method, resolve_params, video_flow
+from .flow import get_method, method_names, resolve_params, video_flow
+from .options import opt
 from .quantize import MAPPINGS, quantize
 from .store import FLOW_FORMATS, RGB_FORMATS, VideoFile, comparable_settings, video_path, write_video
 
@@ -42,14 +43,16 @@ class ExtractConfig:
         jpeg_quality: JPEG quality for RGB and flow.
     """
 
-    method: str = "tvl1"
+    method: str = opt("tvl1", "flow method", choices=method_names)
     params: dict = field(default_factory=dict)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-    bound: float = 20.0
-    mapping: str = "symmetric"
-    rgb_format: str = "jpeg"
-    flow_format: str = "jpeg"
-    jpeg_quality: int = 95
+    bound: float = opt(20.0, "clip flow to +-BOUND pixels before quantising")
+    mapping: str = opt("symmetric", "flow to uint8 mapping: symmetric keeps zero exact; tsn is the TSN/denseflow one",
+                       choices=MAPPINGS)
+    rgb_format: str = opt("jpeg", "how RGB frames are stored", choices=RGB_FORMATS)
+    flow_format: str = opt("jpeg", "how flow is stored: jpeg, png (lossless codes), raw (uncompressed codes), float16",
+                           choices=FLOW_FORMATS)
+    jpeg_quality: int = opt(95, "JPEG quality for frames and flow")
 
     def __post_init__(self):
         get_method(self.method)

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import ConfigError
+
 # Tiles of a contact sheet are enlarged by an integer factor until their short side reaches this many pixels:
 # a 64-pixel store gives 192-pixel tiles, on which the frame numbers and the flow's structure can be read.
 READABLE_SIDE = 160
@@ -171,7 +173,7 @@ def write_animation(images: list[np.ndarray], path, fps: float = 5.0) -> None:
         return
     codecs = {".mp4": "mp4v", ".avi": "MJPG"}
     if suffix not in codecs:
-        raise ValueError(f"{path}: an animation is written as .gif, .mp4 or .avi, not {suffix or 'no suffix'}")
+        raise ConfigError(f"{path}: an animation is written as .gif, .mp4 or .avi, not {suffix or 'no suffix'}")
     h, w = images[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codecs[suffix]), fps, (w, h))
     if not writer.isOpened():

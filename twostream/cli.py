@@ -7,69 +7,31 @@ import logging
 import os
 import sys
 from dataclasses import fields
+from pathlib import Path
+
+from flowprep.errors import FlowprepError
+
+from .errors import ConfigError, TwostreamError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models import ARCH_INPUT
-    from .train import TrainConfig
+    from flowprep.options import Parser, add_fields
 
-    d = {f.name: f.default for f in fields(TrainConfig)}
-    p = argparse.ArgumentParser(prog="twostream", description="Train, evaluate and late-fuse two-stream "
-                                "action recognition models on a flowprep store.")
+    from .config import TrainConfig
+    from .models import ARCH_INPUT
+
+    p = Parser(prog="twostream", description="Train, evaluate and late-fuse two-stream "
+               "action recognition models on a flowprep store.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one stream (or one video model)",
-                       description="Train one stream on a flowprep store. Writes last.pt, best.pt, log.csv and "
-                       "curves.png in RUN_DIR; --resume continues from RUN_DIR/last.pt.")
-    t.add_argument("--store", required=True, help="flowprep store directory")
-    t.add_argument("-o", "--out", required=True, metavar="RUN_DIR", help="run directory")
-    t.add_argument("--stream", choices=("spatial", "temporal"), default=d["stream"],
-                   help="spatial: RGB frames; temporal: stacked optical flow (default: spatial)")
-    t.add_argument("--split", type=int, default=d["split"], help="split number (default: 1)")
-    t.add_argument("--arch", default=d["arch"], choices=sorted(ARCH_INPUT), help="model (default: resnet18)")
-    t.add_argument("--width", type=int, default=d["base_width"],
-                   help="channels of the first stage (default: 64, the published width; smaller trains faster)")
-    t.add_argument("--num-frames", type=int, default=None,
-                   help="L flow frames per stack (default 10), or frames per clip for video models (default 16)")
-    t.add_argument("--stride", type=int, default=d["stride"], help="frame step inside a clip (default: 1)")
-    t.add_argument("--input-size", type=int, default=d["input_size"], help="network input side (default: 224)")
-    t.add_argument("--pretrained", metavar="NAME|PATH",
-                   help="weights to start from: 'imagenet' (resnet18/34/50, the 2D-backbone video models, r3d_18 "
-                   "by inflation) or 'kinetics400' (r3d_18, r2plus1d_18), downloaded once into the torch hub cache; "
-                   "or the path of a state dict. For the temporal stream the first conv is adapted by "
-                   "cross-modality init")
-    t.add_argument("--epochs", type=int, default=d["epochs"], help=f"(default: {d['epochs']})")
-    t.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"(default: {d['batch_size']})")
-    t.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default: {d['lr']})")
-    t.add_argument("--momentum", type=float, default=d["momentum"], help=f"SGD momentum (default: {d['momentum']})")
-    t.add_argument("--weight-decay", type=float, default=d["weight_decay"], help=f"(default: {d['weight_decay']})")
-    t.add_argument("--optimizer", choices=("sgd", "adamw"), default=d["optimizer"], help="(default: sgd)")
-    t.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d["schedule"],
-                   help="learning-rate schedule over the epochs (default: cosine)")
-    t.add_argument("--dropout", type=float, default=d["dropout"], help=f"(default: {d['dropout']})")
-    t.add_argument("--bn", choices=("train", "partial", "frozen"), default=d["bn"],
-                   help="BatchNorm statistics: train (default), partial (TSN: all frozen but the first), frozen")
-    t.add_argument("--samples-per-video", type=int, default=d["samples_per_video"],
-                   help="random clips per video and epoch (default: 1)")
-    t.add_argument("--workers", type=int, default=d["workers"], help="DataLoader workers (default: 2)")
-    t.add_argument("--device", default=d["device"], help="auto, cpu or cuda (default: auto)")
-    t.add_argument("--no-amp", action="store_true", help="no autocast on CUDA (default: bfloat16 on compute capability >= 8.0, float16 with loss scaling below)")
-    t.add_argument("--no-channels-last", action="store_true", help="no channels-last memory format on CUDA")
-    t.add_argument("--seed", type=int, default=d["seed"], help="(default: 0)")
-    t.add_argument("--val-clips", type=int, default=d["val_clips"], help="clips per video in per-epoch validation")
-    t.add_argument("--no-mean-subtraction", action="store_true",
-                   help="keep the mean flow of each field (subtracting it removes a global pan: right when camera "
-                   "motion is noise, as in UCF101; wrong when the camera motion is the class)")
-    fl = t.add_mutually_exclusive_group()
-    fl.add_argument("--no-flip", action="store_true",
-                    help="no horizontal flips: for classes defined by a direction (pan left / pan right). Recorded in "
-                    "the checkpoint: evaluate and predict then use no mirrored views (10 crops become 5)")
-    fl.add_argument("--flip-map", metavar="FILE",
-                    help="class pairs that swap under a horizontal flip (mmaction2's flip_label_map), one pair per "
-                    "line ('Left Right'; a tab between names with spaces): flips stay and swap those labels, in "
-                    "training and in the mirrored test views")
-    t.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tb (needs tensorboard)")
-    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+                       description="Train one stream on a flowprep store. Writes last.pt, best.pt, log.csv, "
+                       "curves.png and config.json in RUN_DIR; --resume continues from RUN_DIR/last.pt. Every "
+                       "option is a field of twostream.config.TrainConfig; --config FILE reads them from a JSON "
+                       "file (a run's config.json repeats that run) and the options given override it.")
+    t.add_argument("--config", metavar="FILE", help="settings from a JSON file of TrainConfig fields, e.g. a run's "
+                   "RUN_DIR/config.json (its 'resume' is not taken: give --resume)")
+    add_fields(t, TrainConfig)
     t.add_argument("--quiet", action="store_true", help="no progress bars and no line per epoch: only the final "
                    "result line, warnings and errors (the per-epoch figures are still written to RUN_DIR/log.csv)")
 
@@ -153,17 +115,33 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def cmd_train(a) -> int:
-    from .train import TrainConfig, train
+def train_config(a: argparse.Namespace):
+    """The TrainConfig of ``twostream train``: the dataclass's defaults, under the ``--config`` file, under the
+    options given."""
+    from flowprep.options import given
 
-    cfg = TrainConfig(store=a.store, out_dir=a.out, stream=a.stream, split=a.split, arch=a.arch, base_width=a.width,
-                      num_frames=a.num_frames, stride=a.stride, input_size=a.input_size, pretrained=a.pretrained,
-                      epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
-                      weight_decay=a.weight_decay, optimizer=a.optimizer, schedule=a.schedule, dropout=a.dropout, bn=a.bn,
-                      samples_per_video=a.samples_per_video, workers=a.workers, device=a.device, amp=not a.no_amp,
-                      channels_last=not a.no_channels_last, seed=a.seed, val_clips=a.val_clips,
-                      subtract_mean=not a.no_mean_subtraction, flip=not a.no_flip, flip_map=a.flip_map,
-                      tensorboard=a.tensorboard, resume=a.resume)
+    from .config import TrainConfig
+
+    values = {}
+    if a.config:
+        try:
+            values = json.loads(Path(a.config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{a.config}: cannot read it as a JSON file of training settings ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{a.config}: expected a JSON object of training settings, got {type(values).__name__}")
+        values.pop("resume", None)  # a run repeated from its config.json starts afresh unless --resume says so
+    values.update(given(a, [f.name for f in fields(TrainConfig)]))
+    missing = [flag for name, flag in (("store", "--store"), ("out_dir", "-o")) if name not in values]
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} required (or a --config file that gives them)")
+    return TrainConfig.from_dict(values)
+
+
+def cmd_train(a) -> int:
+    from .train import train
+
+    cfg = train_config(a)
     logger = logging.getLogger("twostream")
     level = logger.level
     if a.quiet:  # the per-epoch lines and the note on pretrained weights are INFO messages of this package
@@ -174,7 +152,7 @@ def cmd_train(a) -> int:
         logger.setLevel(level)
     if _rank() == 0:
         print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
-              f"best {row['best_val_video_acc']:.3f} -> {a.out}")
+              f"best {row['best_val_video_acc']:.3f} -> {cfg.out_dir}")
     return 0
 
 
@@ -257,18 +235,15 @@ def cmd_models(a) -> int:
 
 
 def main(argv=None) -> int:
-    from flowprep.decode import VideoError
-    from flowprep.store import StoreError
-
-    from .checkpoint import CheckpointError
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
                 "convert": cmd_convert, "export": cmd_export, "models": cmd_models, "report": cmd_report}
     try:
         return commands[a.command](a)
-    except (CheckpointError, StoreError, VideoError, ValueError, OSError) as e:
+    # Errors for users: one line, exit 2. twostream's own, and flowprep's (a store or video that cannot be read),
+    # and the system's (a file that cannot be written). Anything else is a bug and keeps its traceback.
+    except (TwostreamError, FlowprepError, OSError) as e:
         print(f"twostream: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

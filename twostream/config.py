@@ -5,11 +5,17 @@ hold, so a run can be repeated or varied (``twostream train --config RUN/config.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
-from .data import ClipSpec, read_flip_pairs
+from flowprep.options import opt
+
+from .data import STREAMS, ClipSpec, read_flip_pairs
 from .errors import ConfigError
 from .models import ARCH_INPUT
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+BN_MODES = ("train", "partial", "frozen")
 
 
 @dataclass
@@ -54,49 +60,58 @@ class TrainConfig:
         resume: continue from ``out_dir/last.pt``.
     """
 
-    store: str
-    out_dir: str
-    stream: str = "spatial"
-    split: int = 1
-    arch: str = "resnet18"
-    base_width: int = 64
-    num_frames: int | None = None
-    stride: int = 1
-    input_size: int = 224
-    pretrained: str | None = None
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    schedule: str = "cosine"
-    dropout: float = 0.5
-    bn: str = "train"
-    samples_per_video: int = 1
-    workers: int = 2
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    seed: int = 0
-    val_clips: int = 3
-    subtract_mean: bool = True
-    flip: bool = True
-    flip_map: str | None = None
-    tensorboard: bool = False
-    resume: bool = False
+    store: str = opt(help="flowprep store directory", metavar="STORE")
+    out_dir: str = opt(help="run directory", flags=("-o", "--out"), metavar="RUN_DIR")
+    stream: str = opt("spatial", "spatial: RGB frames; temporal: stacked optical flow", choices=STREAMS)
+    split: int = opt(1, "split number")
+    arch: str = opt("resnet18", "model", choices=lambda: sorted(ARCH_INPUT))
+    base_width: int = opt(64, "channels of the first stage (64 is the published width; smaller trains faster)",
+                          flags=("--width",))
+    num_frames: int | None = opt(None, "L flow frames per stack (default 10), or frames per clip for video models "
+                                 "(default 16); 1 for a spatial 2D stream", type=int)
+    stride: int = opt(1, "frame step inside a clip")
+    input_size: int = opt(224, "network input side")
+    pretrained: str | None = opt(None, "weights to start from: 'imagenet' (resnet18/34/50, the 2D-backbone video "
+                                 "models, r3d_18 by inflation) or 'kinetics400' (r3d_18, r2plus1d_18), downloaded "
+                                 "once into the torch hub cache; or the path of a state dict. For the temporal stream "
+                                 "the first conv is adapted by cross-modality init", metavar="NAME|PATH")
+    epochs: int = opt(20, "epochs")
+    batch_size: int = opt(32, "global batch (split over the processes under torchrun)")
+    lr: float = opt(0.01, "learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(5e-4, "weight decay")
+    optimizer: str = opt("sgd", "optimizer", choices=OPTIMIZERS)
+    schedule: str = opt("cosine", "learning-rate schedule over the epochs", choices=SCHEDULES)
+    dropout: float = opt(0.5, "dropout before the classifier")
+    bn: str = opt("train", "BatchNorm statistics: train, partial (TSN: all frozen but the first), frozen",
+                  choices=BN_MODES)
+    samples_per_video: int = opt(1, "random clips per video and epoch")
+    workers: int = opt(2, "DataLoader workers")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = opt(True, "no autocast on CUDA (default: bfloat16 on compute capability >= 8.0, float16 with loss "
+                    "scaling below)")
+    channels_last: bool = opt(True, "no channels-last memory format on CUDA")
+    seed: int = opt(0, "seed of every random choice")
+    val_clips: int = opt(3, "clips per video in per-epoch validation")
+    subtract_mean: bool = opt(True, "keep the mean flow of each field (subtracting it removes a global pan: right "
+                              "when camera motion is noise, as in UCF101; wrong when the camera motion is the class)",
+                              flags=("--no-mean-subtraction",))
+    flip: bool = opt(True, "no horizontal flips: for classes defined by a direction (pan left / pan right). Recorded "
+                     "in the checkpoint: evaluate and predict then use no mirrored views (10 crops become 5)")
+    flip_map: str | None = opt(None, "class pairs that swap under a horizontal flip (mmaction2's flip_label_map), one "
+                               "pair per line ('Left Right'; a tab between names with spaces): flips stay and swap "
+                               "those labels, in training and in the mirrored test views; not with --no-flip",
+                               metavar="FILE")
+    tensorboard: bool = opt(False, "also log to RUN_DIR/tb (needs tensorboard)")
+    resume: bool = opt(False, "continue from RUN_DIR/last.pt")
 
     def __post_init__(self):
         if self.arch not in ARCH_INPUT:
             raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(sorted(ARCH_INPUT))}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ConfigError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ConfigError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.bn not in ("train", "partial", "frozen"):
-            raise ConfigError(f"bn must be train, partial or frozen, got {self.bn!r}")
-        if self.flip_map is not None and not self.flip:
-            raise ConfigError("a flip map says which labels swap under a flip; with flips off (no_flip) it has no use")
+        for name, allowed in (("stream", STREAMS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("bn", BN_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
 
@@ -127,4 +142,7 @@ class TrainConfig:
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; the settings are {', '.join(names)}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ConfigError(f"missing training setting(s) {', '.join(missing)}")
         return cls(**d)

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from flowprep.unit import ExtractConfig
 
 from . import transforms as T
+from .errors import ConfigError
 
 STREAMS = ("spatial", "temporal")
 LAYOUTS = ("frame", "clip")
@@ -67,14 +68,14 @@ class ClipSpec:
         if pairs and not self.flip:
             raise ValueError("flip pairs swap labels under a flip: they need flip=True")
         if self.stream not in STREAMS:
-            raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
+            raise ConfigError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.num_frames < 1 or self.stride < 1 or self.input_size < 8:
-            raise ValueError(f"bad clip spec: num_frames={self.num_frames}, stride={self.stride}, "
+            raise ConfigError(f"bad clip spec: num_frames={self.num_frames}, stride={self.stride}, "
                              f"input_size={self.input_size}")
         if self.stream == "spatial" and self.layout == "frame" and self.num_frames != 1:
-            raise ValueError("a 2D spatial stream takes one frame (num_frames=1); use layout='clip' for video models")
+            raise ConfigError("a 2D spatial stream takes one frame (num_frames=1); use layout='clip' for video models")
 
     @property
     def channels(self) -> int:
@@ -140,7 +141,7 @@ class TrainClips(Dataset):
 
     def __init__(self, store, video_ids: list[str], spec: ClipSpec, *, samples_per_video: int = 1, seed: int = 0):
         if not video_ids:
-            raise ValueError(f"{store.root}: no finished videos to train on")
+            raise ConfigError(f"{store.root}: no finished videos to train on")
         self.store, self.ids, self.spec = store, list(video_ids), spec
         self.samples_per_video, self.seed, self.epoch = samples_per_video, seed, 0
         self.bound = ExtractConfig.from_json(store.config).bound

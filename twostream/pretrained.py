@@ -61,7 +61,7 @@ class Weights:
     def hash_prefix(self) -> str:
         m = _HASH.search(self.file)
         if m is None:
-            raise ValueError(f"{self.file}: no '-<hex>.' hash prefix in the file name")
+            raise ConfigError(f"{self.file}: no '-<hex>.' hash prefix in the file name")
         return m.group(1)
 
     def url(self, base_url: str | None = None) -> str:

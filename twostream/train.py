@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig  # noqa: F401 (train's API: train(TrainConfig(...)))
 from .data import ClipSpec, TrainClips
 from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
+from .errors import ConfigError
 from .inference import autocast, make_model, memory_format, score_sharded
 from .models import ARCH_INPUT, channels_last_format
 
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
 
 def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, progress: bool) -> dict:
     if cfg.batch_size % world.size:
-        raise ValueError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
+        raise ConfigError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
     spec = cfg.clip_spec(store.classes)
     out = Path(cfg.out_dir)
     if world.main:
@@ -275,5 +276,5 @@ def _tensorboard(out: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(str(out / "tb"))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .errors import ConfigError
+
 SCALES = (1.0, 0.875, 0.75, 0.66)
 # (x, y) positions as fractions of the free space: corners, edge centres, centre (TSN's "more fixed crops").
 POSITIONS = [(0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0.5), (0, 0.5), (1, 0.5), (0.5, 0), (0.5, 1),
@@ -94,7 +96,7 @@ def eval_crops(clip: np.ndarray, size: int, is_flow: bool, num_crops: int = 10) 
     Crops of ``size`` are taken from the clip as stored; a clip smaller than ``size`` is first resized up.
     """
     if num_crops not in (1, 5, 10):
-        raise ValueError(f"num_crops must be 1, 5 or 10, got {num_crops}")
+        raise ConfigError(f"num_crops must be 1, 5 or 10, got {num_crops}")
     _, hgt, wid, _ = clip.shape
     if min(hgt, wid) < size:
         scale = size / min(hgt, wid)

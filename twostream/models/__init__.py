@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 from .inflate import InflatedResNet, inflate_resnet, inflate_state_dict, inflate_weight
 from .resnet import ResNet, adapt_input_conv, load_pretrained, load_state, read_state_dict, resnet18, resnet34, resnet50
 from .video import (C3D, EarlyFusion, LateFusion, SingleFrame, SlowFusion, VideoResNet, c3d, early_fusion,
@@ -108,7 +110,7 @@ def build_model(arch: str, *, num_classes: int, in_channels: int = 3, num_frames
         The model, in training mode, with random initialisation.
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     builder = ARCHS[arch]
     if ARCH_INPUT[arch] == "clip":
         return builder(num_classes=num_classes, in_channels=in_channels, num_frames=num_frames, **kw)

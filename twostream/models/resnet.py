@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 __all__ = [
     "BasicBlock",
     "Bottleneck",
@@ -265,7 +267,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and EOF errors all mean "not a torch weights file"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
+        raise ConfigError(
             f"pretrained weights {path}: cannot be read as a weights-only torch file ({reason}); "
             "expected a state dict saved with torch.save(model.state_dict(), path)"
         ) from err
@@ -323,7 +325,7 @@ def _load_state_dict(model: nn.Module, state: dict[str, Tensor], path: str | Pat
                             ("with a different shape", mismatched)):
             if items:
                 problems.append(f"{len(items)} entries {what} (e.g. {', '.join(items[:3])})")
-        raise ValueError(
+        raise ConfigError(
             f"pretrained weights {path} do not match the architecture of {type(model).__name__}: "
             + "; ".join(problems)
             + ". Check --arch and the model's width, or pass strict_backbone=False to load what matches."
@@ -344,11 +346,11 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, Tensor]:
                 break
     if not isinstance(obj, Mapping) or not obj:
         kind = "an empty dict" if isinstance(obj, Mapping) else f"a {type(obj).__name__}"
-        raise ValueError(f"pretrained weights {path}: not a state dict (found {kind}); expected a "
+        raise ConfigError(f"pretrained weights {path}: not a state dict (found {kind}); expected a "
                          "dict of parameter name -> tensor, possibly under the key 'model' or 'state_dict'")
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise ValueError(f"pretrained weights {path}: not a state dict: entry {key!r} holds a "
+            raise ConfigError(f"pretrained weights {path}: not a state dict: entry {key!r} holds a "
                              f"{type(value).__name__}, not a tensor")
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
@@ -377,13 +379,13 @@ def _init_weights(model: nn.Module) -> None:
 
 def _check_config(*, num_classes: int, in_channels: int, dropout: float, base_width: int) -> None:
     if num_classes < 0:
-        raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     if base_width < 1:
-        raise ValueError(f"base_width must be >= 1, got {base_width}")
+        raise ConfigError(f"base_width must be >= 1, got {base_width}")
 
 
 def _check_shape(x: Tensor, *, ndim: int, channels: int, layout: str, who: str) -> None:

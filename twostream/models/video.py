@@ -27,6 +27,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 from .resnet import ResNet, _check_config, _check_shape, _init_weights, resnet18, resnet34, resnet50
 
 __all__ = [
@@ -269,7 +271,7 @@ class C3D(nn.Module):
         w = base_width
         fc_dim = 64 * w if fc_dim is None else fc_dim
         if fc_dim < 1:
-            raise ValueError(f"fc_dim must be >= 1, got {fc_dim}")
+            raise ConfigError(f"fc_dim must be >= 1, got {fc_dim}")
         self.in_channels = in_channels
 
         def conv(cin: int, cout: int) -> nn.Conv3d:
@@ -434,13 +436,13 @@ class VideoResNet(nn.Module):
 
 def _backbone(name: str, **kw) -> ResNet:
     if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(_BACKBONES)}")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(_BACKBONES)}")
     return _BACKBONES[name](**kw)
 
 
 def _check_frames(num_frames: int | None, minimum: int, who: str) -> None:
     if num_frames is not None and num_frames < minimum:
-        raise ValueError(f"{who} needs num_frames >= {minimum}, got {num_frames}")
+        raise ConfigError(f"{who} needs num_frames >= {minimum}, got {num_frames}")
 
 
 def single_frame(*, num_classes: int, in_channels: int = 3, num_frames: int | None = None,
