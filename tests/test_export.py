@@ -8,10 +8,11 @@ import torch
 
 from twostream.checkpoint import save_checkpoint
 from twostream.cli import main
-from twostream.evaluate import load_model
+from twostream.inference import load_model
 from twostream.export import export_checkpoint, input_layout, read_metadata
 from twostream.models import ARCHS
-from twostream.train import TrainConfig, make_model
+from twostream.inference import make_model
+from twostream.train import TrainConfig
 
 ort = pytest.importorskip("onnxruntime")  # the test extra installs it; without it only these tests skip
 
@@ -19,7 +20,7 @@ FRAMES = {"c3d": 16, "slow_fusion": 10}  # the others: 4-frame clips, 2-field fl
 # ONNX has no adaptive pooling to a size that does not divide the input: C3D's pool5 must give 4 x 4 (or 8 x 8...),
 # which it does at the published input of 112 x 112.
 SIZES = {"c3d": 112}
-STORE = {"method": "farneback", "params": {"levels": 5}, "decode": {"size": None, "short_side": 64, "fps": None,
+STORE = {"method": "farneback", "params": {"num_levels": 5}, "decode": {"size": None, "short_side": 64, "fps": None,
                                                                     "stride": 1, "max_truncation": 0.05},
          "bound": 20.0, "mapping": "symmetric", "flow_format": "jpeg"}
 
@@ -58,7 +59,7 @@ def one_thread():
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_onnx_and_torchscript_equal_pytorch(tmp_path, arch, stream):
     spec = make_checkpoint(tmp_path / "best.pt", arch, stream)
-    model, ckpt, _ = load_model(tmp_path / "best.pt", torch.device("cpu"))
+    model, ckpt = load_model(tmp_path / "best.pt", torch.device("cpu"))
     layout = export_checkpoint(tmp_path / "best.pt", tmp_path / "m.onnx")
     assert main(["export", str(tmp_path / "best.pt"), "-o", str(tmp_path / "m.pt")]) == 0
 

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from flowprep.store import atomic_path
 
+from .errors import ConfigError
 from .models import ARCHS, build_model
 
 FORMATS = ("auto", "mmaction2", "torchvision-reference")
@@ -58,7 +59,7 @@ MMACTION2_RENAME: list[tuple[str, str]] = [
 ]
 
 
-class ConvertError(ValueError):
+class ConvertError(ConfigError):
     """A checkpoint that cannot be converted; the message names the file and the entries at fault."""
 
 

@@ -22,6 +22,8 @@ import torch
 
 from flowprep.store import atomic_path
 
+from .checkpoint import Checkpoint
+from .errors import ConfigError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("onnx", "torchscript")
@@ -36,44 +38,43 @@ def format_for(path: str | Path) -> str:
         return "onnx"
     if suffix in (".pt", ".ts", ".torchscript"):
         return "torchscript"
-    raise ValueError(f"{path}: cannot tell the format from the suffix; use .onnx or .pt (or pass --format)")
+    raise ConfigError(f"{path}: cannot tell the format from the suffix; use .onnx or .pt (or pass --format)")
 
 
-def input_layout(ckpt: dict) -> dict:
-    """What one network input is, from a checkpoint's ``config`` and ``meta``: a JSON-ready dict.
+def input_layout(ck: Checkpoint) -> dict:
+    """What one network input is, from a checkpoint (:func:`twostream.checkpoint.read_checkpoint`): a JSON-ready dict.
 
     Keys: ``arch``, ``stream``, ``classes``, ``input_name``, ``input_shape`` (``N`` dynamic), ``layout``,
     ``channels``, ``frames``, ``frame_stride``, ``height``, ``width``, ``output``, then for RGB ``rgb_mean``,
     ``rgb_std`` (on 0-255 pixels, RGB order), for flow ``flow_bound``, ``flow_mapping``, ``mean_subtraction``
     and ``channel_order``; and ``store``: the frame, flow and quantisation settings of the training data.
     """
-    cfg, meta = ckpt["config"], ckpt["meta"]
-    spec = meta["spec"]
-    c = 3 if spec["stream"] == "spatial" else 2
-    t, s = spec["num_frames"], spec["input_size"]
-    frame = spec["layout"] == "frame"
+    spec = ck.spec
+    c = 3 if spec.stream == "spatial" else 2
+    t, s = spec.num_frames, spec.input_size
+    frame = spec.layout == "frame"
     shape = ["N", c * t if frame else c] + ([] if frame else [t]) + [s, s]
     out = {
         "format": "twostream-export", "version": 1,
-        "arch": cfg["arch"], "stream": spec["stream"], "classes": list(meta["classes"]),
+        "arch": ck.config.arch, "stream": spec.stream, "classes": list(ck.classes),
         "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
         "layout": "N,C,H,W" if frame else "N,C,T,H,W", "input_shape": shape,
-        "channels": shape[1], "frames": t, "frame_stride": spec["stride"], "height": s, "width": s,
+        "channels": shape[1], "frames": t, "frame_stride": spec.stride, "height": s, "width": s,
         "output": "logits (N, num_classes); evaluation averages softmax(logits) over clips x crops",
     }
-    if spec["stream"] == "spatial":
+    if spec.stream == "spatial":
         out.update(rgb_mean=[float(v) for v in IMAGENET_MEAN], rgb_std=[float(v) for v in IMAGENET_STD],
                    normalisation="(pixel - rgb_mean) / rgb_std on 0-255 RGB pixels",
                    channel_order=("R,G,B per frame, frames consecutive" if frame and t > 1 else "R,G,B"))
     else:
-        store = meta["store"]
-        out.update(flow_bound=float(store["bound"]), flow_mapping=store["mapping"],
-                   mean_subtraction=bool(spec["subtract_mean"]),
+        out.update(flow_bound=float(ck.store.bound), flow_mapping=ck.store.mapping,
+                   mean_subtraction=bool(spec.subtract_mean),
                    normalisation=("flow in pixels of the network input" +
-                                  (", minus each field's spatial mean" if spec["subtract_mean"] else "") +
+                                  (", minus each field's spatial mean" if spec.subtract_mean else "") +
                                   ", divided by flow_bound"),
                    channel_order=("x0,y0,x1,y1,... (x and y of each flow field interleaved)" if frame else "x,y"))
-    out["store"] = {k: meta["store"].get(k) for k in ("method", "params", "decode", "bound", "mapping", "flow_format")}
+    settings = ck.store.to_json()
+    out["store"] = {k: settings[k] for k in ("method", "params", "decode", "bound", "mapping", "flow_format")}
     return out
 
 
@@ -95,7 +96,7 @@ def export_model(model: torch.nn.Module, layout: dict, out: str | Path, *, fmt: 
     """
     fmt = fmt or format_for(out)
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = model.to("cpu").eval()
     example = _example(layout, 2)
     text = json.dumps(layout, sort_keys=True)
@@ -109,14 +110,14 @@ def export_model(model: torch.nn.Module, layout: dict, out: str | Path, *, fmt: 
                 try:
                     import onnx
                 except ImportError:
-                    raise ValueError("ONNX export needs the onnx package: pip install onnx") from None
+                    raise ConfigError("ONNX export needs the onnx package: pip install onnx") from None
                 try:
                     torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME],
                                       output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
                                       opset_version=opset, dynamo=False)
                 except torch.onnx.errors.OnnxExporterError as e:  # e.g. C3D's 4 x 4 pool from a small input
                     first = str(e).strip().splitlines()[0]
-                    raise ValueError(f"{layout['arch']} at input {layout['height']}x{layout['width']} cannot be "
+                    raise ConfigError(f"{layout['arch']} at input {layout['height']}x{layout['width']} cannot be "
                                      f"exported to ONNX: {first}") from None
                 proto = onnx.load(str(tmp))
                 props = {METADATA_KEY: text}
@@ -139,20 +140,20 @@ def read_metadata(path: str | Path) -> dict:
 
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         if METADATA_KEY not in props:
-            raise ValueError(f"{path}: no twostream metadata in this ONNX file")
+            raise ConfigError(f"{path}: no twostream metadata in this ONNX file")
         return json.loads(props[METADATA_KEY])
     extra = {f"{METADATA_KEY}.json": ""}
     torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not extra[f"{METADATA_KEY}.json"]:
-        raise ValueError(f"{path}: no twostream metadata in this TorchScript file")
+        raise ConfigError(f"{path}: no twostream metadata in this TorchScript file")
     return json.loads(extra[f"{METADATA_KEY}.json"])
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, fmt: str | None = None, opset: int = 17) -> dict:
     """Export the network of a twostream checkpoint; returns the metadata written (see :func:`input_layout`)."""
-    from .evaluate import load_model
+    from .inference import load_model
 
-    model, ckpt, _ = load_model(checkpoint, torch.device("cpu"))
-    layout = input_layout(ckpt)
+    model, ck = load_model(checkpoint, torch.device("cpu"))
+    layout = input_layout(ck)
     export_model(model, layout, out, fmt=fmt, opset=opset)
     return layout

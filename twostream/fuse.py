@@ -75,7 +75,7 @@ def fuse_files(paths: list, weights: list[float] | None = None, report=None, out
     if out:
         fused.save(out)
     if confusion:
-        from .evaluate import confusion_matrix
+        from .metrics import confusion_matrix
         from .plots import save_confusion
 
         weights_text = " : ".join(f"{w:g}" for w in result["weights"])

@@ -33,7 +33,8 @@ import numpy as np
 
 from flowprep.store import Store, StoreError
 
-from .evaluate import Scores, confusion_matrix, metrics
+from .errors import ConfigError
+from .metrics import Scores, confusion_matrix, metrics
 from .fuse import align, fuse, load_score_files
 
 # Settings shown in the runs table; the rest of a run's config.json is folded away below it.
@@ -70,11 +71,11 @@ class ReportConfig:
 
     def __post_init__(self):
         if not self.scores:
-            raise ValueError("a report needs at least one score file")
+            raise ConfigError("a report needs at least one score file")
         if self.runs is not None and len(self.runs) != len(self.scores):
-            raise ValueError(f"{len(self.runs)} run directories for {len(self.scores)} score files")
+            raise ConfigError(f"{len(self.runs)} run directories for {len(self.scores)} score files")
         if self.worst < 0 or self.strip_frames < 1 or self.listed < 1:
-            raise ValueError(f"worst must be >= 0, strip_frames and listed >= 1; got {self.worst}, "
+            raise ConfigError(f"worst must be >= 0, strip_frames and listed >= 1; got {self.worst}, "
                              f"{self.strip_frames}, {self.listed}")
 
 
@@ -91,20 +92,20 @@ def load_run(directory) -> Run:
     """Read a run directory written by ``twostream train``; missing files give an empty part."""
     d = Path(directory)
     if not d.is_dir():
-        raise ValueError(f"{d}: run directory not found")
+        raise ConfigError(f"{d}: run directory not found")
     config = {}
     if (d / "config.json").is_file():
         try:
             config = json.loads((d / "config.json").read_text())
         except (OSError, ValueError) as e:
-            raise ValueError(f"{d / 'config.json'}: not a readable run config ({e})") from None
+            raise ConfigError(f"{d / 'config.json'}: not a readable run config ({e})") from None
     log = []
     if (d / "log.csv").is_file():
         with open(d / "log.csv", newline="") as f:
             log = list(csv.DictReader(f))
         need = {"epoch", "train_loss", "train_acc", "val_video_acc"}
         if log and not need <= set(log[0]):
-            raise ValueError(f"{d / 'log.csv'}: not a twostream training log (columns {sorted(need)} missing)")
+            raise ConfigError(f"{d / 'log.csv'}: not a twostream training log (columns {sorted(need)} missing)")
     return Run(d, config, log)
 
 
@@ -204,9 +205,9 @@ def _open_store(cfg: ReportConfig, runs: list[Run], classes) -> tuple[Store | No
         try:
             store = Store(path)
         except StoreError as e:
-            raise ValueError(f"{path}: cannot read the store for the report ({e})") from None
+            raise ConfigError(f"{path}: cannot read the store for the report ({e})") from None
         if list(store.classes) != [str(c) for c in classes]:
-            raise ValueError(f"{path}: the store's classes differ from those of the score files")
+            raise ConfigError(f"{path}: the store's classes differ from those of the score files")
         return store, ""
     if candidates:
         return None, f"the store recorded in the runs ({candidates[0]}) is not there; pass --store STORE"
