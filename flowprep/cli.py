@@ -250,51 +250,21 @@ def cmd_export(a) -> int:
     return 0 if s.ok else 1
 
 
-def _sizes(store, ids, limit=20) -> tuple[float, float]:
-    """Mean stored bytes per frame for RGB and for flow, over up to ``limit`` videos whose files pass their checks."""
-    from .store import StoreError
-
-    rgb = flow = frames = flows = 0
-    for vid in ids[:limit]:
-        try:
-            v = store.video(vid)
-            sizes = {}
-            for name in ("rgb", "flow") if v.flow_format == "float16" else ("rgb", "flow_x", "flow_y"):
-                d = v.dataset(name)  # its length checked against num_frames (bounded) before anything is read
-                sizes[name] = (sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256])
-                               if d.dtype == object else d.id.get_storage_size())
-        except (StoreError, OSError):
-            continue
-        rgb += sizes.pop("rgb")
-        flow += sum(sizes.values())
-        frames += v.num_frames
-        flows += v.num_frames - 1
-    return rgb / max(frames, 1), flow / max(flows, 1)
-
-
 def cmd_info(a) -> int:
-    from .store import Store, StoreError
+    from .store import Store
 
-    st = Store(a.store)
-    cfg, man = st.config, st.manifest
-    done = st.video_ids()
-    failures = st.failures()
-    frames = 0
-    for v in done:
-        try:
-            frames += st.num_frames(v)
-        except StoreError as e:
-            print(f"DAMAGED    {e}")
-    failed = sum(1 for v in man["videos"] if v["id"] in failures)  # the rest of ``failures`` are dataset problems
-    pending = len(man["videos"]) - len(done) - failed
-    print(f"store      {st.root}")
-    print(f"videos     {len(done)} done, {failed} failed, {max(pending, 0)} pending, of {len(man['videos'])} found"
-          + (f" (+{len(man['problems'])} dataset problems)" if man["problems"] else ""))
-    print(f"frames     {frames} RGB, {frames - len(done)} flow")
-    print(f"classes    {len(st.classes)}: {', '.join(st.classes[:10])}{' ...' if len(st.classes) > 10 else ''}")
-    for n, sp in sorted(st.splits.items()):
-        val = f", {len(sp['val'])} val" if "val" in sp else ""
-        print(f"split {n}    {len(sp['train'])} train{val}, {len(sp['test'])} test ({man['split_source']})")
+    s = Store(a.store).summary()
+    v, cfg, classes = s["videos"], s["settings"], s["classes"]
+    for problem in s["damaged"]:
+        print(f"DAMAGED    {problem}")
+    print(f"store      {s['root']}")
+    print(f"videos     {v['done']} done, {v['failed']} failed, {v['pending']} pending, of {v['found']} found"
+          + (f" (+{v['problems']} dataset problems)" if v["problems"] else ""))
+    print(f"frames     {s['frames']} RGB, {s['flow_frames']} flow")
+    print(f"classes    {len(classes)}: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}")
+    for n, sp in s["splits"].items():
+        val = f", {sp['val']} val" if "val" in sp else ""
+        print(f"split {n}    {sp['train']} train{val}, {sp['test']} test ({s['split_source']})")
     params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
     print(f"method     {cfg['method']} ({params})")
     d = cfg["decode"]
@@ -304,29 +274,12 @@ def cmd_info(a) -> int:
     if "imported" in cfg:
         print(f"imported   from frame folders (layout {cfg['imported']['layout']}); method and frame size as stated "
               "at import")
-    if done:
-        rgb, flow = _sizes(st, done)
-        print(f"bytes      {rgb:.0f} per RGB frame, {flow:.0f} per flow frame (x and y)")
-    for vid, rec in sorted(failures.items()):
-        print(f"FAILED     {vid}: {rec['error']}")
+    if s["bytes_per_frame"]:
+        b = s["bytes_per_frame"]
+        print(f"bytes      {b['rgb']:.0f} per RGB frame, {b['flow']:.0f} per flow frame (x and y)")
+    for vid, why in s["failures"].items():
+        print(f"FAILED     {vid}: {why}")
     return 0
-
-
-def _verify_all(st, ids, quiet: bool) -> dict[str, str]:
-    """{video id: problem} of the videos of ``ids`` whose files fail :meth:`Store.verify_video`."""
-    from tqdm.auto import tqdm
-
-    from .store import StoreError
-
-    problems = {}
-    for vid in tqdm(ids, unit="video", disable=quiet, desc="verify"):
-        try:
-            st.verify_video(vid)
-        except (StoreError, IndexError) as e:  # report every kind of damage, then go on
-            problems[vid] = str(e)
-        finally:
-            st.close()  # a repair may replace the file
-    return problems
 
 
 def cmd_verify(a) -> int:
@@ -334,15 +287,14 @@ def cmd_verify(a) -> int:
     from .store import Store
 
     st = Store(a.store)
-    failures = st.failures()  # read once: it lists a directory of records
-    ids = [v["id"] for v in st.manifest["videos"] if v["id"] not in failures]
-    damaged = _verify_all(st, ids, a.quiet)
+    damaged = st.verify(progress=not a.quiet)
+    failures = st.failures()
     if a.repair and damaged:
         for vid, why in sorted(damaged.items()):
             print(f"REPAIR {vid}: {why}", file=sys.stderr)
         s = repair_videos(a.store, sorted(damaged), jobs=a.jobs, log=lambda m: print(m, file=sys.stderr))
         st = Store(a.store)
-        again = _verify_all(st, [v for v in sorted(damaged) if v not in s.failed], a.quiet)
+        again = st.verify([v for v in sorted(damaged) if v not in s.failed], progress=not a.quiet)
         print(f"repaired {len(damaged) - len(s.failed) - len(again)} of {len(damaged)} damaged videos")
         failures = st.failures()
         damaged = again

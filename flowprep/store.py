@@ -1019,6 +1019,75 @@ class Store:
                 continue
         return out
 
+    def summary(self, *, size_sample: int = 20) -> dict:
+        """What ``flowprep info`` prints, as data.
+
+        Returns:
+            ``{"root", "settings"`` (``store.json``), ``"videos": {"found", "done", "failed", "pending",
+            "problems"}, "frames", "flow_frames", "damaged"`` (problems of files whose frame count cannot be read),
+            ``"classes", "splits": {n: {subset: count}}, "split_source", "bytes_per_frame": {"rgb", "flow"}``
+            (mean stored bytes over the first ``size_sample`` finished videos whose files pass their checks; None
+            without any), ``"failures": {id: reason}}``.
+        """
+        done, failures = self.video_ids(), self.failures()
+        videos = self.manifest["videos"]
+        failed = sum(1 for v in videos if v["id"] in failures)  # the other failure records are dataset problems
+        frames, damaged = 0, []
+        for vid in done:
+            try:
+                frames += self.num_frames(vid)
+            except StoreError as e:
+                damaged.append(str(e))
+        return {
+            "root": str(self.root), "settings": self.config,
+            "videos": {"found": len(videos), "done": len(done), "failed": failed,
+                       "pending": max(len(videos) - len(done) - failed, 0), "problems": len(self.manifest["problems"])},
+            "frames": frames, "flow_frames": frames - len(done), "damaged": damaged, "classes": list(self.classes),
+            "splits": {n: {k: len(v) for k, v in sp.items()} for n, sp in sorted(self.splits.items())},
+            "split_source": self.manifest["split_source"],
+            "bytes_per_frame": self._stored_bytes(done[:size_sample]) if done else None,
+            "failures": {vid: rec["error"] for vid, rec in sorted(failures.items())},
+        }
+
+    def _stored_bytes(self, ids: list[str]) -> dict:
+        """Mean stored bytes per RGB frame and per flow frame (x and y) of those of ``ids`` whose files pass
+        their checks."""
+        rgb = flow = frames = flows = 0
+        for vid in ids:
+            try:
+                v = self.video(vid)
+                sizes = {}
+                for name in ("rgb", "flow") if v.flow_format == "float16" else ("rgb", "flow_x", "flow_y"):
+                    d = v.dataset(name)  # its length checked against num_frames (bounded) before anything is read
+                    sizes[name] = (sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256])
+                                   if d.dtype == object else d.id.get_storage_size())
+            except (StoreError, OSError):
+                continue
+            rgb += sizes.pop("rgb")
+            flow += sum(sizes.values())
+            frames += v.num_frames
+            flows += v.num_frames - 1
+        return {"rgb": rgb / max(frames, 1), "flow": flow / max(flows, 1)}
+
+    def verify(self, ids=None, *, progress: bool = False) -> dict[str, str]:
+        """:meth:`verify_video` for each video of ``ids`` (default: every video of the manifest without a failure
+        record); returns ``{video id: problem}`` of those whose files fail. Every video is checked, whatever the
+        others hold."""
+        from tqdm.auto import tqdm
+
+        if ids is None:
+            failures = self.failures()
+            ids = [v["id"] for v in self.manifest["videos"] if v["id"] not in failures]
+        problems = {}
+        for vid in tqdm(ids, unit="video", disable=not progress, desc="verify"):
+            try:
+                self.verify_video(vid)
+            except (StoreError, IndexError) as e:  # report every kind of damage, then go on
+                problems[vid] = str(e)
+            finally:
+                self.close()  # a repair may replace the file
+        return problems
+
     # data
 
     def frames(self, vid: str, indices) -> np.ndarray:

@@ -112,6 +112,8 @@ class TrainConfig:
                               ("bn", BN_MODES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.flip_map is not None and not self.flip:
+            raise ConfigError("a flip map says which labels swap under a flip; with flips off (no_flip) it has no use")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, {self.batch_size}, {self.lr}")
 
