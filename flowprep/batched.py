@@ -62,6 +62,7 @@ from typing import Iterator
 import numpy as np
 
 from .dataset import VideoEntry
+from .decode import Video
 from .errors import ConfigError
 from .flow import get_method, method_names, to_gray
 from .options import opt
@@ -131,16 +132,25 @@ def _init_decoder(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
-def _decode(src: Path, cfg: ExtractConfig):
-    """Worker task: ``(video, gray)`` with gray (T, H, W) uint8, or the reason it failed (never raises).
+@dataclass
+class Decoded:
+    """What a decoding worker sends back: the video and its gray frames (T, H, W) uint8, or why it failed.
 
     The reason travels as a string: a ``VideoError`` does not survive pickling (its constructor takes two args).
     """
+
+    video: Video | None = None
+    gray: np.ndarray | None = None
+    error: str = ""
+
+
+def _decode(src: Path, cfg: ExtractConfig) -> Decoded:
+    """Worker task: decode ``src`` as ``cfg`` says (never raises)."""
     try:
         video = decode_for_flow(src, cfg)
-        return video, to_gray(video.frames)
+        return Decoded(video, to_gray(video.frames))
     except Exception as e:
-        return failure_result("", e, 0.0).error
+        return Decoded(error=failure_result("", e, 0.0).error)
 
 
 # --- the pipeline ----------------------------------------------------------------------------------
@@ -212,128 +222,190 @@ def extract_batched(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: Ex
         One :class:`VideoResult` per video of ``todo``, in the order they finish. Closing the generator stops
         the decoders and the device thread and lets running writes finish.
     """
-    from joblib import effective_n_jobs
-    from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
-
-    pipeline = pipeline or PipelineConfig()
-    solver: DeviceSolver = get_method(cfg.method).device_solver(cfg.params)
-    batch_pairs = pipeline.batch_pairs or solver.batch_pairs
-    decoders = max(1, effective_n_jobs(jobs))
-    writers = pipeline.writers or min(8, max(2, (os.cpu_count() or 2) // 2))
-    max_videos = pipeline.max_videos or decoders + writers + 2
-
-    def decode_executor():
-        return ProcessPoolExecutor(decoders, initializer=_init_decoder, initargs=(threads,))
-
-    decode_pool = decode_executor()
-    device_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="flowprep-device")
-    write_pool = cf.ThreadPoolExecutor(writers, thread_name_prefix="flowprep-write")
-    decoding: dict[cf.Future, _Video] = {}
-    solving: dict[cf.Future, tuple[list, int]] = {}  # batch -> ([(video, pair index)], pairs on the device)
-    writing: set[cf.Future] = set()
-    queues: dict[tuple[int, int], collections.deque] = {}  # (H, W) -> deque of (video, pair index)
-    entries = iter(todo)
-    in_flight = 0  # videos submitted and not yet yielded
-    seq = 0
+    pipe = BatchedPipeline(root, store_dir, cfg, jobs=jobs, threads=threads, pipeline=pipeline, log=log)
     try:
+        yield from pipe.run(todo)
+    finally:
+        pipe.close()
+
+
+def _default_writers() -> int:
+    # Half the cores: the other half decode. At least 2, so one slow write does not stall the device; at most 8,
+    # beyond which the HDF5 writes contend for the disk rather than for the CPU.
+    return min(8, max(2, (os.cpu_count() or 2) // 2))
+
+
+class BatchedPipeline:
+    """The three stages of the module docstring, one method each; :meth:`run` drives them and yields results.
+
+    Args: as :func:`extract_batched`'s. Every method but :meth:`run` and :meth:`close` does one step without
+    waiting, so each can be driven and checked on its own (on the CPU, with a small ``batch_pairs``).
+    """
+
+    def __init__(self, root: Path, store_dir: Path, cfg: ExtractConfig, *, jobs: int = -1, threads: int = 1,
+                 pipeline: PipelineConfig | None = None, log=print):
+        from joblib import effective_n_jobs
+
+        pipeline = pipeline or PipelineConfig()
+        self.root, self.store_dir, self.cfg, self.threads, self.log = root, store_dir, cfg, threads, log
+        self.solver: DeviceSolver = get_method(cfg.method).device_solver(cfg.params)
+        self.batch_pairs = pipeline.batch_pairs or self.solver.batch_pairs
+        self.decoders = max(1, effective_n_jobs(jobs))
+        writers = pipeline.writers or _default_writers()
+        self.max_videos = pipeline.max_videos or self.decoders + writers + 2
+        self.decode_pool = self._decode_executor()
+        self.device_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="flowprep-device")
+        self.write_pool = cf.ThreadPoolExecutor(writers, thread_name_prefix="flowprep-write")
+        self.decoding: dict[cf.Future, _Video] = {}
+        self.solving: dict[cf.Future, tuple[list, int]] = {}  # batch -> ([(video, pair index)], pairs on the device)
+        self.writing: set[cf.Future] = set()
+        self.queues: dict[tuple[int, int], collections.deque] = {}  # (H, W) -> deque of (video, pair index)
+        self.submitted = 0  # videos submitted to the decoders
+        self.in_flight = 0  # videos submitted and not yet yielded
+
+    def _decode_executor(self):
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.decoders, initializer=_init_decoder, initargs=(self.threads,))
+
+    def run(self, todo: list[VideoEntry]) -> Iterator[VideoResult]:
+        """Yield one :class:`VideoResult` per video of ``todo``, in the order they finish."""
+        entries = iter(todo)
         while True:
-            done: list[VideoResult] = []
-
-            # Stage 1: keep the decoders busy, within the memory bound.
-            while in_flight < max_videos:
-                entry = next(entries, None)
-                if entry is None:
-                    break
-                state = _Video(entry, seq, time.perf_counter())
-                seq += 1
-                try:
-                    fut = decode_pool.submit(_decode, root / entry.id, cfg)
-                except BrokenProcessPool:  # a worker died: its videos failed (below), the others go on
-                    decode_pool.shutdown(wait=True, kill_workers=True)
-                    decode_pool = decode_executor()
-                    fut = decode_pool.submit(_decode, root / entry.id, cfg)
-                decoding[fut] = state
-                in_flight += 1
-            for fut in [f for f in decoding if f.done()]:
-                state = decoding.pop(fut)
-                try:
-                    out = fut.result()
-                except Exception as e:  # the worker died (e.g. killed for memory): this video fails, not the run
-                    out = f"internal error: decoding process lost ({type(e).__name__}: {e})"
-                if isinstance(out, str):
-                    done.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0, error=out))
-                    continue
-                state.video, state.gray = out
-                t, h, w = state.gray.shape
-                state.flow = np.empty((t - 1, h, w, 2), np.float32)
-                state.left = t - 1
-                queues.setdefault((h, w), collections.deque()).extend((state, i) for i in range(t - 1))
-
-            # Stage 2, results: scatter each finished batch into its videos' flow; complete videos go to a writer.
-            for fut in [f for f in solving if f.done()]:
-                items, size = solving.pop(fut)
-                try:
-                    flow = fut.result()  # (n, H, W, 2)
-                except Exception as e:
-                    if _is_out_of_memory(e) and size > 1:
-                        if size // 2 < batch_pairs:  # (another batch in flight may have halved it already)
-                            batch_pairs = size // 2
-                            log(f"device out of memory on a batch of {size} pairs; "
-                                f"going on with batches of {batch_pairs}")
-                        retry = [it for it in items if not it[0].failed]
-                        if retry:
-                            shape = retry[0][0].gray.shape[1:]
-                            queues.setdefault(shape, collections.deque()).extendleft(reversed(retry))
-                        continue
-                    reason = " ".join(f"device error on a batch of {len(items)} pairs: {type(e).__name__}: {e}".split())
-                    for state in {id(s): s for s, _ in items}.values():
-                        if not state.failed:
-                            state.failed = True
-                            done.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0,
-                                                    error=reason))
-                            state.video = state.gray = state.flow = None  # free its memory now
-                    for key, q in queues.items():  # their other pairs need not be solved
-                        queues[key] = collections.deque(it for it in q if not it[0].failed)
-                    continue
-                for (state, i), f in zip(items, flow):
-                    if state.failed:
-                        continue
-                    state.flow[i] = f
-                    state.left -= 1
-                    if state.left == 0:
-                        writing.add(write_pool.submit(_write, state, store_dir, cfg))
-
-            # Stage 3: finished writes.
-            for fut in [f for f in writing if f.done()]:
-                writing.discard(fut)
-                done.append(fut.result())
-
-            # Stage 2, submission: full batches, or short ones once no decoding can add pairs.
-            while len(solving) < DEVICE_QUEUE:
-                ready = [(q[0][0].seq, key) for key, q in queues.items() if len(q) >= batch_pairs]
-                if not ready and not decoding:
-                    ready = [(q[0][0].seq, key) for key, q in queues.items() if q]
-                if not ready:
-                    break
-                q = queues[min(ready)[1]]  # the size whose oldest pair waits longest: finishes videos in order
-                items = [q.popleft() for _ in range(min(batch_pairs, len(q)))]
-                prev = np.stack([s.gray[i] for s, i in items])  # (n, H, W) uint8
-                nxt = np.stack([s.gray[i + 1] for s, i in items])
-                pad_to = batch_pairs if solver.fixed_shape else 0
-                fut = device_pool.submit(_run_batch, solver, prev, nxt, pad_to)
-                solving[fut] = (items, max(pad_to, len(items)))
-            for key in [k for k, q in queues.items() if not q]:
-                del queues[key]
-
-            in_flight -= len(done)
+            self.submit_decodes(entries)
+            done = self.collect_decoded() + self.collect_solved() + self.collect_writes()
+            self.submit_batches()
+            self.in_flight -= len(done)
             yield from done
-            if in_flight == 0 and seq == len(todo):
+            if self.in_flight == 0 and self.submitted == len(todo):
                 return
             if not done:  # nothing moved on this pass: sleep until a decode, a batch or a write ends
-                cf.wait(set(decoding) | set(solving) | writing, return_when=cf.FIRST_COMPLETED)
-    finally:
-        for fut in decoding:
+                cf.wait(set(self.decoding) | set(self.solving) | self.writing, return_when=cf.FIRST_COMPLETED)
+
+    # stage 1: decoding
+
+    def submit_decodes(self, entries: Iterator[VideoEntry]) -> None:
+        """Keep the decoders busy, within the bound on videos in memory."""
+        from joblib.externals.loky import BrokenProcessPool
+
+        while self.in_flight < self.max_videos:
+            entry = next(entries, None)
+            if entry is None:
+                return
+            state = _Video(entry, self.submitted, time.perf_counter())
+            self.submitted += 1
+            try:
+                fut = self.decode_pool.submit(_decode, self.root / entry.id, self.cfg)
+            except BrokenProcessPool:  # a worker died: its videos failed (collect_decoded), the others go on
+                self.decode_pool.shutdown(wait=True, kill_workers=True)
+                self.decode_pool = self._decode_executor()
+                fut = self.decode_pool.submit(_decode, self.root / entry.id, self.cfg)
+            self.decoding[fut] = state
+            self.in_flight += 1
+
+    def collect_decoded(self) -> list[VideoResult]:
+        """Queue the pairs of each decoded video; return the results of the videos that failed to decode."""
+        failed = []
+        for fut in [f for f in self.decoding if f.done()]:
+            state = self.decoding.pop(fut)
+            try:
+                out = fut.result()
+            except Exception as e:  # the worker died (e.g. killed for memory): this video fails, not the run
+                out = Decoded(error=f"internal error: decoding process lost ({type(e).__name__}: {e})")
+            if out.error:
+                failed.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0,
+                                          error=out.error))
+                continue
+            state.video, state.gray = out.video, out.gray
+            t, h, w = state.gray.shape
+            state.flow = np.empty((t - 1, h, w, 2), np.float32)
+            state.left = t - 1
+            self.queues.setdefault((h, w), collections.deque()).extend((state, i) for i in range(t - 1))
+        return failed
+
+    # stage 2: flow on the device
+
+    def next_batch(self) -> list | None:
+        """Cut the next batch of (video, pair index) from the queues: full, or short once no decoding can add
+        pairs; from the frame size whose oldest pair waits longest, which finishes videos in order."""
+        ready = [(q[0][0].seq, key) for key, q in self.queues.items() if len(q) >= self.batch_pairs]
+        if not ready and not self.decoding:
+            ready = [(q[0][0].seq, key) for key, q in self.queues.items() if q]
+        if not ready:
+            return None
+        q = self.queues[min(ready)[1]]
+        return [q.popleft() for _ in range(min(self.batch_pairs, len(q)))]
+
+    def submit_batches(self) -> None:
+        """Keep up to :data:`DEVICE_QUEUE` batches queued on the device thread."""
+        while len(self.solving) < DEVICE_QUEUE:
+            items = self.next_batch()
+            if items is None:
+                break
+            prev = np.stack([s.gray[i] for s, i in items])  # (n, H, W) uint8
+            nxt = np.stack([s.gray[i + 1] for s, i in items])
+            pad_to = self.batch_pairs if self.solver.fixed_shape else 0
+            fut = self.device_pool.submit(_run_batch, self.solver, prev, nxt, pad_to)
+            self.solving[fut] = (items, max(pad_to, len(items)))
+        for key in [k for k, q in self.queues.items() if not q]:
+            del self.queues[key]
+
+    def collect_solved(self) -> list[VideoResult]:
+        """Scatter each finished batch into its videos' flow; a video whose pairs are all solved goes to a writer.
+        Returns the results of videos failed by a batch error."""
+        failed = []
+        for fut in [f for f in self.solving if f.done()]:
+            items, size = self.solving.pop(fut)
+            try:
+                flow = fut.result()  # (n, H, W, 2)
+            except Exception as e:
+                failed += self.on_batch_error(items, size, e)
+                continue
+            for (state, i), f in zip(items, flow):
+                if state.failed:
+                    continue
+                state.flow[i] = f
+                state.left -= 1
+                if state.left == 0:
+                    self.writing.add(self.write_pool.submit(_write, state, self.store_dir, self.cfg))
+        return failed
+
+    def on_batch_error(self, items: list, size: int, e: BaseException) -> list[VideoResult]:
+        """Out of device memory: halve the batch size and queue the same pairs again. Any other error: fail the
+        videos with pairs in the batch (with the error as reason) and drop their other pairs."""
+        if _is_out_of_memory(e) and size > 1:
+            if size // 2 < self.batch_pairs:  # (another batch in flight may have halved it already)
+                self.batch_pairs = size // 2
+                self.log(f"device out of memory on a batch of {size} pairs; going on with batches of {self.batch_pairs}")
+            retry = [it for it in items if not it[0].failed]
+            if retry:
+                shape = retry[0][0].gray.shape[1:]
+                self.queues.setdefault(shape, collections.deque()).extendleft(reversed(retry))
+            return []
+        reason = " ".join(f"device error on a batch of {len(items)} pairs: {type(e).__name__}: {e}".split())
+        failed = []
+        for state in {id(s): s for s, _ in items}.values():
+            if not state.failed:
+                state.failed = True
+                failed.append(VideoResult(state.entry.id, False, seconds=time.perf_counter() - state.t0,
+                                          error=reason))
+                state.video = state.gray = state.flow = None  # free its memory now
+        for key, q in self.queues.items():  # their other pairs need not be solved
+            self.queues[key] = collections.deque(it for it in q if not it[0].failed)
+        return failed
+
+    # stage 3: writing
+
+    def collect_writes(self) -> list[VideoResult]:
+        """The results of the finished writes."""
+        done = [f for f in self.writing if f.done()]
+        self.writing.difference_update(done)
+        return [f.result() for f in done]
+
+    def close(self) -> None:
+        """Stop the decoders and the device thread; let running writes finish."""
+        for fut in self.decoding:
             fut.cancel()
-        decode_pool.shutdown(wait=True, kill_workers=True)  # decoding in progress is of no use any more
-        device_pool.shutdown(wait=True, cancel_futures=True)
-        write_pool.shutdown(wait=True, cancel_futures=True)
+        self.decode_pool.shutdown(wait=True, kill_workers=True)  # decoding in progress is of no use any more
+        self.device_pool.shutdown(wait=True, cancel_futures=True)
+        self.write_pool.shutdown(wait=True, cancel_futures=True)

@@ -172,17 +172,13 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
         cleanup(world)
 
 
-def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, progress: bool) -> dict:
-    if cfg.batch_size % world.size:
-        raise ConfigError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
-    spec = cfg.clip_spec(store.classes)
-    out = Path(cfg.out_dir)
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-    train_ids = store.video_ids(cfg.split, "train")
-    val_ids = store.video_ids(cfg.split, "test")
-    num_classes = len(store.classes)
+# Seeds of the global RNG per epoch: a prime larger than any epoch count, so no two (seed, epoch) pairs share one.
+EPOCH_SEED_STRIDE = 100003
 
+
+def _build_model(cfg: TrainConfig, spec, num_classes: int, world: World, device: torch.device,
+                 progress: bool) -> torch.nn.Module:
+    """The model, its starting weights loaded, on ``device`` (channels-last on CUDA when asked)."""
     torch.manual_seed(cfg.seed)
     model = make_model(cfg.arch, spec, num_classes, cfg.dropout, cfg.base_width)
     if cfg.pretrained:
@@ -193,43 +189,93 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
     if world.distributed and device.type == "cuda" and cfg.bn != "frozen":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    channels_last = cfg.channels_last and device.type == "cuda"
-    if channels_last:
+    if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=channels_last_format(model))
+    return model
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler, scaler) -> tuple[int, float]:
+    """Load the state of ``path`` (a run's last.pt) into the model, optimizer, scheduler and loss scaler.
+    Returns (first epoch to run, best validation video accuracy so far)."""
+    ckpt = load_checkpoint(path)
+    _check_resume(ckpt, cfg, path)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
+
+
+class _RunFiles:
+    """What rank 0 writes at the end of each epoch: log.csv, curves.png, TensorBoard, last.pt and best.pt."""
+
+    def __init__(self, out: Path, cfg: TrainConfig, meta: dict, rows: list[dict], world: World, progress: bool):
+        self.out, self.cfg, self.meta, self.rows, self.world, self.progress = out, cfg, meta, rows, world, progress
+        self.writer = _tensorboard(out) if cfg.tensorboard else None
+
+    def end_of_epoch(self, row: dict, best: float, improved: bool, model, optimizer, scheduler, scaler) -> None:
+        self.rows.append(row)
+        _write_log(self.out / "log.csv", self.rows)
+        plot_curves(self.rows, self.out / "curves.png")
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    self.writer.add_scalar(k, v, row["epoch"])
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": row["epoch"], "config": self.cfg.to_dict(),
+                "meta": {**self.meta, "best_val_video_acc": best, "world_size": self.world.size}}
+        if scaler is not None:
+            ckpt["scaler"] = scaler.state_dict()
+        save_checkpoint(self.out / "last.pt", ckpt)
+        if improved:
+            save_checkpoint(self.out / "best.pt", ckpt)
+        msg = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f} train acc {row['train_acc']:.3f} val clip acc "
+               f"{row['val_clip_acc']:.3f} video acc {row['val_video_acc']:.3f} ({row['clips_per_s']:.0f} clips/s)")
+        tqdm.write(msg) if self.progress else log.info(msg)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+
+
+def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, progress: bool) -> dict:
+    if cfg.batch_size % world.size:
+        raise ConfigError(f"batch size {cfg.batch_size} is the global batch and must divide by the {world.size} processes")
+    spec = cfg.clip_spec(store.classes)
+    out = Path(cfg.out_dir)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+    train_ids, val_ids = store.video_ids(cfg.split, "train"), store.video_ids(cfg.split, "test")
+    model = _build_model(cfg, spec, len(store.classes), world, device, progress)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    optimizer = _optimizer(model, cfg)
     scheduler = _schedule(optimizer, cfg)
     policy = amp_policy(device, cfg.amp)
     log.info("autocast: %s", policy.describe())
     scaler = torch.amp.GradScaler(device.type) if policy.scales_loss else None
-
-    start, best = 0, -1.0
-    if cfg.resume:
-        ckpt = load_checkpoint(out / "last.pt")
-        _check_resume(ckpt, cfg, out / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        start, best = ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
+    start, best = _resume(out / "last.pt", cfg, model, optimizer, scheduler, scaler) if cfg.resume else (0, -1.0)
     rows = _read_log(out / "log.csv", start - 1) if world.main else []
     net = model
     if world.distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
     dataset = TrainClips(store, train_ids, spec, samples_per_video=cfg.samples_per_video, seed=cfg.seed)
     # The same sampler with one process as with many: the global batches are then the same clips.
     sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed)
     per_rank = cfg.batch_size // world.size
-    meta = {"classes": store.classes, "spec": asdict(spec), "store": store.config, "num_classes": num_classes}
-    writer = _tensorboard(out) if cfg.tensorboard and world.main else None
+    meta = {"classes": store.classes, "spec": asdict(spec), "store": store.config, "num_classes": len(store.classes)}
+    files = _RunFiles(out, cfg, meta, rows, world, progress) if world.main else None
     row = rows[-1] if rows else {}
     for epoch in range(start, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100003 + epoch)  # dropout and anything else drawing from the global RNG
+        torch.manual_seed(cfg.seed * EPOCH_SEED_STRIDE + epoch)  # dropout and anything else drawing from the global RNG
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=cfg.workers,
@@ -246,29 +292,10 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
                "clips_per_s": stats["clips_per_s"], "seconds": time.perf_counter() - t0}
         improved = val["val_video_acc"] > best or math.isnan(val["val_video_acc"])
         best = val["val_video_acc"] if improved else best
-        if world.main:
-            rows.append(row)
-            _write_log(out / "log.csv", rows)
-            plot_curves(rows, out / "curves.png")
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, epoch)
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "config": cfg.to_dict(),
-                    "meta": {**meta, "best_val_video_acc": best, "world_size": world.size}}
-            if scaler is not None:
-                ckpt["scaler"] = scaler.state_dict()
-            save_checkpoint(out / "last.pt", ckpt)
-            if improved:
-                save_checkpoint(out / "best.pt", ckpt)
-            msg = (f"epoch {epoch}: loss {stats['loss']:.4f} train acc {stats['acc']:.3f} val clip acc "
-                   f"{val['val_clip_acc']:.3f} video acc {val['val_video_acc']:.3f} ({stats['clips_per_s']:.0f} clips/s)")
-            tqdm.write(msg) if progress else log.info(msg)
-    if writer is not None:
-        writer.close()
-    if world.main:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        if files is not None:
+            files.end_of_epoch(row, best, improved, model, optimizer, scheduler, scaler)
+    if files is not None:
+        files.close()
     return {**row, "best_val_video_acc": best}
 
 
