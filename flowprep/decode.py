@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-# FFmpeg prints its own complaints about broken files on stderr; we report them ourselves, per file.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2
+import numpy as np
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from .errors import ConfigError, FlowprepError
+from .options import opt
 
-from .errors import ConfigError, FlowprepError  # noqa: E402
-from .options import opt  # noqa: E402
+# Containers that state no usable rate give 0, NaN or absurd values (90000, the MPEG time base, is common): a rate
+# above this is treated as unknown, so that --fps refuses the file rather than subsampling by a wrong factor.
+MAX_SOURCE_FPS = 1000
 
-# OpenCV's own "can't capture by name" warnings duplicate the VideoError we raise.
-cv2.setLogLevel(2)  # 2 = errors only
+
+@contextmanager
+def _quiet_decoding():
+    """Silence FFmpeg's and OpenCV's own messages about a broken file while we decode it: the VideoError we raise
+    names the file and the problem. Set here rather than at import, so that importing flowprep leaves a
+    program's OpenCV settings alone; an OPENCV_FFMPEG_LOGLEVEL the user set is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when OpenCV first opens a file with FFmpeg
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(2)  # errors only: its "can't capture by name" warnings duplicate our VideoError
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
 
 
 class VideoError(FlowprepError):
@@ -104,7 +117,11 @@ def read_video(path, cfg: DecodeConfig = DecodeConfig()) -> Video:
     Raises:
         VideoError: the file is missing, unreadable, not a video, has no decodable frame, or is truncated.
     """
-    path = os.fspath(path)
+    with _quiet_decoding():
+        return _decode_file(os.fspath(path), cfg)
+
+
+def _decode_file(path: str, cfg: DecodeConfig) -> Video:
     if not os.path.exists(path):
         raise VideoError(path, "no such file")
     if os.path.isdir(path):
@@ -118,7 +135,7 @@ def read_video(path, cfg: DecodeConfig = DecodeConfig()) -> Video:
         if not cap.isOpened():
             raise VideoError(path, "OpenCV cannot open it as a video (not a video file, unsupported codec or corrupt header)")
         source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not math.isfinite(source_fps) or source_fps > 1000:
+        if not math.isfinite(source_fps) or source_fps > MAX_SOURCE_FPS:
             source_fps = 0.0
         header_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if cfg.fps is not None and source_fps <= 0:

@@ -960,6 +960,10 @@ class Store:
     def attrs(self, vid: str) -> dict:
         return dict(self._file(vid).attrs)
 
+    def frame_index(self, vid: str) -> np.ndarray:
+        """(T,) int32: the index in the source video of each stored frame of ``vid``."""
+        return self._file(vid)["frame_index"][:]
+
     def check(self, vid: str) -> None:
         """Raise :class:`StoreError` if the file of ``vid`` fails :func:`check_file` or its stored bytes differ from
         those written (``sha256``, which reads the whole file), or an image's header disagrees with the file."""
@@ -1093,7 +1097,7 @@ class Store:
     def frames(self, vid: str, indices) -> np.ndarray:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
         v = self.video(vid)
-        idx = self._check(vid, indices, v.num_frames, "frame")
+        idx = self._indices(vid, indices, v.num_frames, "frame")
         try:  # what _reading does, without a context manager's cost on every read
             return v.frames(idx)
         except (StoreError, IndexError):
@@ -1104,7 +1108,7 @@ class Store:
     def flow(self, vid: str, indices) -> np.ndarray:
         """Flow frames ``indices`` (flow t goes from frame t to t+1) -> (K, H, W, 2) float32 pixels."""
         v = self.video(vid)
-        idx = self._check(vid, indices, v.num_frames - 1, "flow frame")
+        idx = self._indices(vid, indices, v.num_frames - 1, "flow frame")
         try:
             return v.flow(idx)
         except (StoreError, IndexError):
@@ -1112,7 +1116,7 @@ class Store:
         except Exception as e:
             raise _unreadable(str(v.path), e) from None
 
-    def _check(self, vid, indices, n, what) -> list[int]:
+    def _indices(self, vid, indices, n, what) -> list[int]:
         if type(indices) is range or (type(indices) is list and all(type(i) is int for i in indices)):
             idx = list(indices)  # what loaders pass: no numpy round trip
         else:

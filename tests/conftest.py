@@ -1,8 +1,11 @@
 """Shared test helpers: tiny synthetic videos made on the fly."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -105,3 +108,30 @@ def run_limited(args, *, memory_mb: int = 1024, timeout: float = 120, **kw) -> s
         resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
 
     return subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=timeout, preexec_fn=limit, **kw)
+
+
+# --- killing a run and its workers -------------------------------------------------------------
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies (the init here may be slow to reap orphans)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    """SIGKILL a process started in its own group, and its workers, at once (as a crash would); check that none
+    survives (Linux /proc)."""
+    os.killpg(p.pid, signal.SIGKILL)  # the parent and its joblib workers, all at once, as a crash would
+    assert p.wait(timeout=30) in (-signal.SIGKILL, 0)  # 0: it had finished already
+    deadline = time.monotonic() + 10
+    while _live_group_members(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _live_group_members(p.pid), "a worker survived the kill"

@@ -184,8 +184,7 @@ def test_cuda_without_gpu_is_refused_up_front(dataset, tmp_path):
 def test_kill_while_writing_then_resume(dataset, reference, tmp_path):
     import subprocess
 
-    from conftest import flowprep_cmd
-    from test_resume import _kill_group  # kills the process group and checks that no decoding worker survives
+    from conftest import flowprep_cmd, kill_group  # kills the process group and checks that no worker survives
 
     params = [a for k, v in PARAMS.items() if k != "device" for a in ("--param", f"{k}={v}")]
     cmd = flowprep_cmd("extract", dataset, "-o", tmp_path / "st", "--method", "tvl1-torch", "--device", "cpu",
@@ -196,7 +195,7 @@ def test_kill_while_writing_then_resume(dataset, reference, tmp_path):
             pass
         assert p.poll() is None, "the run ended before a video was being written"
     finally:
-        _kill_group(p)
+        kill_group(p)
     finished = list((tmp_path / "st" / "videos").rglob("*.h5"))
     assert len(finished) < 7
     ref = read_store(reference)

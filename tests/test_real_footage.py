@@ -44,7 +44,7 @@ def test_extract_verify_info(real_dataset, tmp_path, capsys):
         a = st.attrs(vid)
         assert a["source_fps"] == pytest.approx(source_fps, abs=0.01) and a["fps"] == pytest.approx(5.0)
         assert (a["height"], a["width"], a["source_frames"]) == (48, width, source_frames)
-        index = st._file(vid)["frame_index"][:]
+        index = st.frame_index(vid)
         # Evenly spread over the whole video at the source rate / 5.
         gaps = np.diff(index)
         assert set(gaps) <= {int(np.floor(source_fps / 5)), int(np.ceil(source_fps / 5))}

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import flowprep_cmd, make_dataset, read_store, read_store_file, textured_frames, write_video
+from conftest import (flowprep_cmd, kill_group, make_dataset, read_store, read_store_file, textured_frames,
+                      write_video)
 from flowprep.cli import main
 
 FOUR_WAYS = {"Right": (2, 0), "Down": (0, 2), "Left": (-2, 0), "Up": (0, -2)}
@@ -25,29 +26,6 @@ def _finished(store: Path) -> dict[str, os.stat_result]:
 
 def _temporaries(store: Path) -> list[Path]:
     return list(store.rglob("*.tmp-*")) if store.is_dir() else []
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that are not zombies (the init here may be slow to reap orphans)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        state, _ppid, pgrp = text[text.rindex(")") + 2:].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _kill_group(p: subprocess.Popen) -> None:
-    os.killpg(p.pid, signal.SIGKILL)  # the parent and its joblib workers, all at once, as a crash would
-    assert p.wait(timeout=30) in (-signal.SIGKILL, 0)  # 0: it had finished already
-    deadline = time.monotonic() + 10
-    while _live_group_members(p.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not _live_group_members(p.pid), "a worker survived the kill"
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to check that workers died")
@@ -94,7 +72,7 @@ def test_kill_at_random_moments_then_resume(tmp_path):
                 log.append(f"{step}: exited {p.returncode} before the kill")
                 break
         finally:
-            _kill_group(p)
+            kill_group(p)
         finished = _finished(store)
         what = {"time": lambda: f"{step[1]:.2f} s after the start", "writing": lambda: "while writing",
                 "after": lambda: f"{step[2]:.3f} s after {step[1]} videos were done"}[step[0]]()
@@ -185,7 +163,7 @@ def test_concurrent_extract_is_refused(tmp_path, capsys):
         assert rc == 2 and "another flowprep extract is writing this store" in err, err
         assert (store / "manifest.json").stat().st_mtime_ns == manifest  # the refused run wrote nothing
     finally:
-        _kill_group(first)
+        kill_group(first)
     # A killed holder leaves no lock behind. The settings are compared under the lock, so a run with other
     # settings being refused for them, not for the lock, shows that it got the lock.
     assert main(["extract", str(root), "-o", str(store), "--method", "tvl1", "--short-side", "0", "--jobs", "1",

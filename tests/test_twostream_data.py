@@ -83,8 +83,8 @@ def test_train_augment_is_reproducible_and_sized():
 def test_sampling_positions():
     assert evenly_spaced(100, 4) == [12, 37, 62, 87]
     spec = ClipSpec("temporal", num_frames=10, layout="frame")
-    assert spec.positions(32) == 22  # 31 flow frames, stacks of 10
-    assert spec.positions(5) == 1  # shorter than a stack: one clamped position
+    assert spec.num_positions(32) == 22  # 31 flow frames, stacks of 10
+    assert spec.num_positions(5) == 1  # shorter than a stack: one clamped position
     assert clip_indices(spec, 0, 5) == [0, 1, 2, 3, 3, 3, 3, 3, 3, 3]
 
 

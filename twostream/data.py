@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from flowprep.unit import ExtractConfig
 
-from . import transforms as T
+from . import transforms
 from .errors import ConfigError
 
 STREAMS = ("spatial", "temporal")
@@ -93,7 +93,7 @@ class ClipSpec:
         """The crops per clip actually used: 10 (five, and each mirrored) becomes 5 for a model trained without flips."""
         return 5 if num_crops == 10 and not self.flip else num_crops
 
-    def positions(self, num_frames: int) -> int:
+    def num_positions(self, num_frames: int) -> int:
         """How many clip start positions a video of ``num_frames`` stored frames offers (at least 1)."""
         n = num_frames if self.stream == "spatial" else num_frames - 1
         return max(1, n - (self.num_frames - 1) * self.stride)
@@ -130,9 +130,9 @@ def to_input(clip: np.ndarray, spec: ClipSpec, bound: float) -> torch.Tensor:
         out = np.empty((c, t, h, w), np.float32)
         view = out.transpose(1, 2, 3, 0)
     if spec.stream == "spatial":
-        T.normalize_rgb(clip, out=view)
+        transforms.normalize_rgb(clip, out=view)
     else:
-        T.normalize_flow(clip, bound, spec.subtract_mean, out=view)
+        transforms.normalize_flow(clip, bound, spec.subtract_mean, out=view)
     return torch.from_numpy(out.reshape(t * c, h, w) if spec.layout == "frame" else out)
 
 
@@ -155,10 +155,10 @@ class TrainClips(Dataset):
     def __getitem__(self, i: int):
         vid = self.ids[i % len(self.ids)]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        start = int(rng.integers(self.spec.positions(self.store.num_frames(vid))))
+        start = int(rng.integers(self.spec.num_positions(self.store.num_frames(vid))))
         clip = load_clip(self.store, vid, self.spec, start)
-        clip, flipped = T.train_augment(clip, self.spec.input_size, self.spec.stream == "temporal", rng,
-                                        hflip=self.spec.flip)
+        clip, flipped = transforms.train_augment(clip, self.spec.input_size, self.spec.stream == "temporal", rng,
+                                                 hflip=self.spec.flip)
         label = self.store.label(vid)
         return to_input(clip, self.spec, self.bound), self.spec.flip_label(label) if flipped else label
 
@@ -166,12 +166,12 @@ class TrainClips(Dataset):
 def eval_views(source, vid: str, spec: ClipSpec, *, num_clips: int, num_crops: int, bound: float) -> torch.Tensor:
     """All test views of one video: (num_clips * crops, ...) input tensors, clip-major (crops: ``spec.test_crops``)."""
     num_crops = spec.test_crops(num_crops)
-    starts = evenly_spaced(spec.positions(source.num_frames(vid)), num_clips)
+    starts = evenly_spaced(spec.num_positions(source.num_frames(vid)), num_clips)
     views = []
     for s in starts:
         clip = load_clip(source, vid, spec, s)
-        views += [to_input(v, spec, bound) for v in T.eval_crops(clip, spec.input_size, spec.stream == "temporal",
-                                                                   num_crops)]
+        crops = transforms.eval_crops(clip, spec.input_size, spec.stream == "temporal", num_crops)
+        views += [to_input(v, spec, bound) for v in crops]
     return torch.stack(views)
 
 

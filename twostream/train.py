@@ -139,13 +139,14 @@ def _read_log(path: Path, upto_epoch: int) -> list[dict]:
 
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Loss and accuracies per epoch as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # matplotlib's object API on an Agg canvas, not pyplot: a notebook's backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     ep = [int(r["epoch"]) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [float(r["train_loss"]) for r in rows], marker="o")
     a.set(xlabel="epoch", ylabel="train loss", title="loss")
     for key in ("train_acc", "val_clip_acc", "val_video_acc"):
@@ -154,7 +155,6 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
