@@ -4,10 +4,11 @@ Two-stream ConvNets (Simonyan & Zisserman 2014, "Two-Stream Convolutional Networ
 Recognition in Videos") train the spatial and the temporal stream separately; TSN (Wang et al. 2016)
 added cross-modality initialisation, multi-scale corner cropping and heavy dropout, used here.
 
-``train(cfg)`` runs ``train_one_epoch`` and a quick ``validate`` per epoch, writes ``last.pt`` and ``best.pt``
-(atomically), ``log.csv`` and ``curves.png`` in ``cfg.out_dir``. With ``cfg.resume`` it continues from
-``last.pt``; every random choice is seeded by (seed, epoch), so on the CPU a resumed run ends with the
-same weights as an uninterrupted one.
+``train(cfg)`` (``cfg``: a :class:`twostream.config.TrainConfig`) runs ``train_one_epoch`` and a quick ``validate``
+per epoch, writes ``last.pt`` and ``best.pt`` (atomically, :mod:`twostream.checkpoint`), ``log.csv``,
+``curves.png`` and ``config.json`` in ``cfg.out_dir``. With ``cfg.resume`` it continues from ``last.pt``; every
+random choice is seeded by (seed, epoch), so on the CPU a resumed run ends with the same weights as an
+uninterrupted one. Scoring (validation, and evaluate/predict) is :mod:`twostream.inference`'s.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -27,12 +28,12 @@ from tqdm.auto import tqdm
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import TrainConfig  # noqa: F401 (train's API: train(TrainConfig(...)))
-from .data import ClipSpec, TrainClips
+from .config import TrainConfig
+from .data import TrainClips
 from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
 from .errors import ConfigError
 from .inference import autocast, make_model, memory_format, score_sharded
-from .models import ARCH_INPUT, channels_last_format
+from .models import channels_last_format
 
 log = logging.getLogger(__name__)
 
