@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from flowprep.store import Store
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import TrainClips
 from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
@@ -116,12 +116,13 @@ def validate(model, store, ids, spec, cfg: TrainConfig, device, world: World = W
     return {"val_video_acc": float((scores.argmax(1) == labels).mean()), "val_clip_acc": float(clip_correct.mean())}
 
 
-def _check_resume(ckpt: dict, cfg: TrainConfig, path: Path) -> None:
-    old = ckpt["config"]
-    differ = [f.name for f in fields(cfg) if f.name not in TrainConfig.RESUMABLE_CHANGES and old.get(f.name) != getattr(cfg, f.name)]
+def _check_resume(old: TrainConfig, cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume the run of ``old`` with settings ``cfg`` that differ beyond RESUMABLE_CHANGES."""
+    differ = [f.name for f in fields(cfg)
+              if f.name not in TrainConfig.RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)]
     if differ:
         raise CheckpointError(f"{path}: cannot resume with other settings: " +
-                              ", ".join(f"{k} was {old.get(k)!r}, now {getattr(cfg, k)!r}" for k in differ))
+                              ", ".join(f"{k} was {getattr(old, k)!r}, now {getattr(cfg, k)!r}" for k in differ))
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -205,14 +206,14 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 def _resume(path: Path, cfg: TrainConfig, model, optimizer, scheduler, scaler) -> tuple[int, float]:
     """Load the state of ``path`` (a run's last.pt) into the model, optimizer, scheduler and loss scaler.
     Returns (first epoch to run, best validation video accuracy so far)."""
-    ckpt = load_checkpoint(path)
-    _check_resume(ckpt, cfg, path)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    if scaler is not None and "scaler" in ckpt:
-        scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["epoch"] + 1, ckpt["meta"]["best_val_video_acc"]
+    ck = read_checkpoint(path)
+    _check_resume(ck.config, cfg, path)
+    model.load_state_dict(ck.state["model"])
+    optimizer.load_state_dict(ck.state["optimizer"])
+    scheduler.load_state_dict(ck.state["scheduler"])
+    if scaler is not None and "scaler" in ck.state:
+        scaler.load_state_dict(ck.state["scaler"])
+    return ck.epoch + 1, ck.best_val_video_acc
 
 
 class _RunFiles:
