@@ -11,7 +11,8 @@ from conftest import make_dataset
 from flowprep.decode import DecodeConfig
 from flowprep.extract import ExtractConfig, extract_dataset
 from twostream.data import ClipSpec, TrainClips, eval_views, read_flip_pairs, unmirror_scores
-from twostream.evaluate import evaluate, load_model
+from twostream.evaluate import evaluate
+from twostream.inference import load_model
 from twostream.train import TrainConfig, train
 
 CLASSES = ["Down", "Left", "Right", "Up"]
@@ -21,7 +22,7 @@ class RightwardStore:
     """A store-like source: every video's flow is +1.5 px in x; labels by id."""
 
     root = Path("mem")
-    config = {"bound": 20.0}
+    config = ExtractConfig(method="farneback", bound=20.0).to_json()  # the settings a store.json holds
 
     def __init__(self, labels: dict[str, int]):
         self.labels = labels
@@ -113,7 +114,8 @@ def test_no_flip_is_recorded_and_evaluation_drops_mirrored_views(lr_store, tmp_p
                       input_size=16, epochs=1, batch_size=4, base_width=8, workers=0, device="cpu", val_clips=1,
                       flip=False)
     train(cfg, progress=False)
-    _, ckpt, spec = load_model(tmp_path / "run" / "last.pt", torch.device("cpu"))
+    _, ck = load_model(tmp_path / "run" / "last.pt", torch.device("cpu"))
+    ckpt, spec = ck.state, ck.spec
     assert spec.flip is False and ckpt["config"]["flip"] is False
     m = evaluate(tmp_path / "run" / "last.pt", lr_store, tmp_path / "s.npz", num_clips=2, num_crops=10, workers=0,
                  device="cpu", progress=False)
@@ -122,5 +124,5 @@ def test_no_flip_is_recorded_and_evaluation_drops_mirrored_views(lr_store, tmp_p
     f.write_text("Left Right\n")
     cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run2"), "flip": True, "flip_map": str(f)})
     train(cfg, progress=False)
-    _, _, spec = load_model(tmp_path / "run2" / "last.pt", torch.device("cpu"))
+    spec = load_model(tmp_path / "run2" / "last.pt", torch.device("cpu"))[1].spec
     assert spec.flip and spec.flip_pairs == ((0, 1),)
