@@ -101,6 +101,14 @@ class Video:
     source_size: tuple[int, int]
 
 
+def resize_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One frame (H, W, C) resized to ``size`` (width, height) as decoding resizes: area when shrinking, else linear."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    shrink = size[0] < image.shape[1]
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def output_size(width: int, height: int, cfg: DecodeConfig) -> tuple[int, int]:
     """(width, height) of the frames that ``cfg`` makes from a ``width`` x ``height`` source."""
     if cfg.size is not None:
@@ -156,10 +164,7 @@ def _decode_file(path: str, cfg: DecodeConfig) -> Video:
                 if size is None:
                     source_size = (bgr.shape[1], bgr.shape[0])
                     size = output_size(*source_size, cfg)
-                if (bgr.shape[1], bgr.shape[0]) != size:
-                    shrink = size[0] < bgr.shape[1]
-                    bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-                frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                frames.append(cv2.cvtColor(resize_frame(bgr, size), cv2.COLOR_BGR2RGB))
                 index.append(n)
             n += 1
     finally:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import VideoEntry
-from .decode import DecodeConfig, Video, VideoError, read_video
+from .decode import DecodeConfig, Video, VideoError, output_size, read_video, resize_frame
 from .errors import ConfigError
 from .flow import get_method, method_names, resolve_params, video_flow
 from .options import opt
@@ -148,11 +148,14 @@ class PreparedVideo:
         frames: (T, H, W, 3) uint8 RGB, as the store's reader returns them.
         flow: (T-1, H, W, 2) float32 pixels, as the store's reader returns them; None when not asked for.
         video: the decoded video (frame indices, rates), before the store's encoding.
+        seconds: time spent in each step: ``decode`` (or resizing given frames), ``flow``, ``store`` (quantising,
+            encoding, and reading back).
     """
 
     frames: np.ndarray
     flow: np.ndarray | None
     video: Video
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def prepare_video(src, cfg: ExtractConfig, *, flow: bool = True) -> PreparedVideo:
@@ -171,10 +174,41 @@ def prepare_video(src, cfg: ExtractConfig, *, flow: bool = True) -> PreparedVide
     Raises:
         VideoError: the file cannot be decoded, or (with ``flow``) has fewer than 2 frames.
     """
+    t0 = time.perf_counter()
     video = decode_for_flow(src, cfg) if flow else read_video(src, cfg.decode)
+    return _as_stored(video, cfg, flow, time.perf_counter() - t0)
+
+
+def prepare_frames(frames: np.ndarray, cfg: ExtractConfig, *, flow: bool = True, name: str = "frames") -> PreparedVideo:
+    """:func:`prepare_video` for a video given as frames: (T, H, W, 3) uint8 RGB at the store's frame rate.
+
+    The frames are resized as ``cfg.decode`` says (its ``fps`` and ``stride`` are taken as already applied: the
+    frames are the ones the store would keep), then flow, quantisation and the JPEG round trip as for a file.
+
+    Raises:
+        ConfigError: not a (T, H, W, 3) uint8 array.
+        VideoError: (with ``flow``) fewer than 2 frames; ``name`` names the video in the message.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
+        raise ConfigError(f"{name}: expected (T, H, W, 3) uint8 RGB frames, got {frames.dtype} {frames.shape}")
+    if flow and len(frames) < 2:
+        raise VideoError(name, f"only {len(frames)} frame; flow needs at least 2")
+    t0 = time.perf_counter()
+    source_size = (frames.shape[2], frames.shape[1])
+    size = output_size(*source_size, cfg.decode)
+    resized = np.stack([resize_frame(f, size) for f in frames])
+    video = Video(resized, np.arange(len(frames), dtype=np.int32), 0.0, 0.0, len(frames), source_size)
+    return _as_stored(video, cfg, flow, time.perf_counter() - t0)
+
+
+def _as_stored(video: Video, cfg: ExtractConfig, flow: bool, decode_seconds: float) -> PreparedVideo:
+    """Flow of ``video``, then its store file written and read back (see :func:`prepare_video`)."""
     t, h, w = video.frames.shape[:3]
+    t0 = time.perf_counter()
     # Without flow, zeros stand in for it: the file must hold T-1 flow frames to be read back.
     pixels = video_flow(video.frames, cfg.method, cfg.params) if flow else np.zeros((t - 1, h, w, 2), np.float32)
+    t1 = time.perf_counter()
     entry = VideoEntry("video", 0, "")
     with tempfile.TemporaryDirectory(prefix="flowprep-prepare-") as tmp:
         write_extracted(Path(tmp), entry, video, pixels, cfg)
@@ -184,7 +218,8 @@ def prepare_video(src, cfg: ExtractConfig, *, flow: bool = True) -> PreparedVide
             read_flow = stored.flow(list(range(t - 1))) if flow else None
         finally:
             stored.close()
-    return PreparedVideo(frames, read_flow, video)
+    seconds = {"decode": decode_seconds, "flow": t1 - t0 if flow else 0.0, "store": time.perf_counter() - t1}
+    return PreparedVideo(frames, read_flow, video, seconds)
 
 
 def extract_video(src: Path, entry: VideoEntry, store_dir: Path, cfg: ExtractConfig, threads: int = 1) -> VideoResult:

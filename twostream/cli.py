@@ -73,8 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classes in the largest gains / losses lists and confused pairs per matrix (default: 15)")
     rp.add_argument("--title", default="twostream results")
 
-    r = sub.add_parser("predict", help="classify a raw video with one or both streams")
-    r.add_argument("video")
+    r = sub.add_parser("predict", help="classify raw videos with one or both streams",
+                       description="Classify videos (files, or folders searched for video files) with one or both "
+                       "stream checkpoints, each video prepared as the training store's settings say and scored on "
+                       "the evaluation views; the checkpoints are loaded once. Exit status 1 if any video failed "
+                       "(it is reported and the others go on).")
+    r.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
+    r.add_argument("-o", "--out", metavar="FILE", help="write every video's result to FILE (.csv or .json)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--spatial", metavar="CKPT")
     r.add_argument("--temporal", metavar="CKPT")
     r.add_argument("--weights", type=float, nargs=2, default=(1.0, 1.0), metavar=("SPATIAL", "TEMPORAL"),
@@ -192,16 +198,30 @@ def cmd_report(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from .predict import predict
+    from .predict import Predictor, find_videos, write_predictions
 
-    r = predict(a.video, spatial=a.spatial, temporal=a.temporal, weights=a.weights, top=a.top, num_clips=a.clips,
-                num_crops=a.crops, device=a.device)
+    videos = find_videos(a.videos)
+    predictor = Predictor(a.spatial, a.temporal, a.weights, device=a.device, num_clips=a.clips, num_crops=a.crops)
+    results = predictor.predict_many(videos, progress=not a.quiet and len(videos) > 1)
+    if a.out:
+        write_predictions(results, a.out, top=a.top)
     if a.json:
-        print(json.dumps(r, indent=1))
-    else:
-        for i, t in enumerate(r["top"], 1):
+        out = [r.to_dict(a.top) for r in results]
+        print(json.dumps(out[0] if len(a.videos) == 1 and len(out) == 1 else out, indent=1))
+    elif len(results) == 1 and not results[0].error:
+        for i, t in enumerate(results[0].top(a.top), 1):
             print(f"{i}. {t['class']:30s} {t['score']:.3f}")
-    return 0
+    else:
+        for r in results:
+            if not r.error:
+                best = r.top(1)[0]
+                print(f"{r.video}: {best['class']} {best['score']:.3f}")
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"twostream: error: {r.error}", file=sys.stderr)
+    if a.out:
+        print(f"{len(results) - len(failed)} of {len(results)} videos classified -> {a.out}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_convert(a) -> int:
