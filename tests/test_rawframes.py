@@ -1,12 +1,17 @@
 """Frame folders in and out: hand-built denseflow / mmaction2 / TSN trees with a known flow, round trips."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_dataset, run_flowprep
+from conftest import flowprep_cmd, make_dataset, read_store, run_flowprep
 from flowprep.decode import DecodeConfig
 from flowprep.extract import ExtractConfig, extract_dataset
 from flowprep.quantize import step
@@ -258,3 +263,23 @@ def test_exported_mmaction2_lists_import_back_with_the_same_splits(stores, tmp_p
     assert b.classes == a.classes
     for sub in ("train", "test"):
         assert b.splits[1][sub] == [v[: -len(".avi")] for v in a.splits[1][sub]]
+
+
+def test_kill_during_import_then_resume_gives_the_same_store(tmp_path):
+    root = tmp_path / "rawframes"
+    for v in range(8):
+        write_folder(root / f"C{v % 2}" / f"v{v:02d}", num_rgb=10, num_flow=9, seed=v)
+    cmd = lambda store: flowprep_cmd("import-frames", root, "-o", store, "--bound", 20, "--jobs", 2, "--quiet")  # noqa: E731
+    assert subprocess.run(cmd(tmp_path / "whole"), capture_output=True).returncode == 0
+    for _ in range(2):  # killed (parent and workers, as a crash would) once some videos are in, then again
+        p = subprocess.Popen(cmd(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        deadline = time.monotonic() + 60
+        while p.poll() is None and time.monotonic() < deadline and not list((tmp_path / "killed").rglob("*.h5")):
+            time.sleep(0.005)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    r = subprocess.run(cmd(tmp_path / "killed"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not list((tmp_path / "killed").rglob("*.tmp-*"))
+    assert read_store(tmp_path / "killed") == read_store(tmp_path / "whole")
