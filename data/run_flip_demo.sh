@@ -12,7 +12,7 @@ set -euo pipefail
 
 OUT=${1:-flip_demo_out}
 VIDEOS_PER_CLASS=${VIDEOS_PER_CLASS:-12}
-EPOCHS=${EPOCHS:-6}
+EPOCHS=${EPOCHS:-10}
 SAMPLES_PER_VIDEO=${SAMPLES_PER_VIDEO:-4}
 WIDTH=${WIDTH:-16}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
