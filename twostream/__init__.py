@@ -17,7 +17,7 @@ The stages after ``flowprep``, one module per concern::
     metrics.py     -> score files and accuracies, numpy only
     fuse.py        -> late fusion of score files (no torch)
     report.py      -> the HTML results page (plots.py: confusion matrices, training curves)
-    predict.py     -> the whole path on one raw video
+    predict.py     -> Predictor: checkpoints loaded once, new videos (files or frames) prepared as the store says
     errors.py      -> TwostreamError, the base of every error for users
     cli.py         -> the ``twostream`` command
 """
