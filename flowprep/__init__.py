@@ -19,6 +19,7 @@ The pipeline, one module per stage::
     visualize.py   -> colour-coded flow images
     errors.py      -> FlowprepError, the base of every error for users
     options.py     -> command-line options derived from the config dataclasses; the one-line-error parser
+    signals.py     -> SIGTERM handled as Ctrl-C (workers ended, resumable), for both commands
     cli.py         -> the ``flowprep`` command
 """
 

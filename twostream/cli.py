@@ -157,8 +157,9 @@ def cmd_train(a) -> int:
     finally:
         logger.setLevel(level)
     if _rank() == 0:
-        print(f"trained {cfg.stream} {cfg.arch}: last epoch val video acc {row.get('val_video_acc', float('nan')):.3f}, "
-              f"best {row['best_val_video_acc']:.3f} -> {cfg.out_dir}")
+        done = "already finished before: " if row.get("finished_before") else ""
+        print(f"trained {cfg.stream} {cfg.arch}: {done}last epoch val video acc "
+              f"{float(row.get('val_video_acc', float('nan'))):.3f}, best {row['best_val_video_acc']:.3f} -> {cfg.out_dir}")
     return 0
 
 
@@ -254,21 +255,46 @@ def cmd_models(a) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line. An error re-raised from a DataLoader worker carries the worker's whole
+    traceback in its message; its last line is the worker's own error (``module.Class: message``)."""
+    text = str(e).strip()
+    if "DataLoader worker" in text and "Traceback" in text:
+        last = text.splitlines()[-1]
+        head, sep, rest = last.partition(": ")
+        text = rest if sep and " " not in head else last
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv=None) -> int:
+    from flowprep.signals import Terminated, sigterm_as_interrupt
+
+    from .train import TrainingDiverged
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
                 "convert": cmd_convert, "export": cmd_export, "models": cmd_models, "report": cmd_report}
     try:
-        return commands[a.command](a)
+        with sigterm_as_interrupt():
+            return commands[a.command](a)
+    except TrainingDiverged as e:
+        print(f"twostream: training stopped: {e}", file=sys.stderr)
+        return 1
     # Errors for users: one line, exit 2. twostream's own, and flowprep's (a store or video that cannot be read),
     # and the system's (a file that cannot be written). Anything else is a bug and keeps its traceback.
     except (TwostreamError, FlowprepError, OSError) as e:
-        print(f"twostream: error: {e}", file=sys.stderr)
+        print(f"twostream: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("twostream: interrupted; 'twostream train ... --resume' continues from the last epoch", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (flowprep.signals)
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"twostream: {how}; 'twostream train ... --resume' continues from the last epoch", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except Exception as e:  # an error re-raised from a DataLoader worker (its type may not be one of ours)
+        if "DataLoader worker" not in str(e):
+            raise
+        print(f"twostream: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

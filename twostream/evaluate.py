@@ -49,6 +49,10 @@ def evaluate(checkpoint, store_dir, out_path, *, split: int | None = None, num_c
             model, store, ids, ck.spec, dev, world, num_clips=num_clips, num_crops=num_crops, batch_size=batch_size,
             workers=workers, amp=ck.config.amp, channels_last=ck.config.channels_last and dev.type == "cuda",
             progress=progress)
+        finite = np.isfinite(scores).all(1)
+        if not finite.all():
+            raise ConfigError(f"{checkpoint}: non-finite scores for {int((~finite).sum())} of {len(ids)} test videos "
+                              f"(first: {ids[int(np.argmin(finite))]}); nothing written")
         name = ck.name
         if world.main:
             Scores(scores, labels, np.asarray(ids), np.asarray(store.classes), name).save(out_path)

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint, read_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
 from .data import ClipSpec, EvalVideos, unmirror_scores
 from .distributed import World, amp_policy, gather, shard
 from .models import build_model
@@ -35,6 +35,9 @@ def autocast(device: torch.device, amp: bool):
 def load_model(checkpoint, device: torch.device) -> tuple[torch.nn.Module, Checkpoint]:
     """Rebuild a trained model from a checkpoint file. Returns (model on ``device`` in eval mode, the checkpoint)."""
     ck = read_checkpoint(checkpoint)
+    for k, v in ck.state["model"].items():
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{checkpoint}: weight {k} holds non-finite values (a diverged run); not used")
     model = make_model(ck.config.arch, ck.spec, len(ck.classes), ck.config.dropout, ck.config.base_width)
     model.load_state_dict(ck.state["model"])
     return model.to(device).eval(), ck

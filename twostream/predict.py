@@ -138,6 +138,8 @@ class Predictor:
             self.seconds["views"] += t1 - t0
             self.seconds["networks"] += time.perf_counter() - t1
         fused = sum(w * per_stream[n] for n, _, _, w in self.streams) / sum(w for *_, w in self.streams)
+        if not np.isfinite(fused).all():
+            raise ConfigError(f"{name}: the streams gave non-finite scores; no prediction")
         return Prediction(name, self.classes, fused, per_stream)
 
     def predict(self, video) -> Prediction:

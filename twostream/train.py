@@ -31,7 +31,7 @@ from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import TrainClips
 from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
-from .errors import ConfigError
+from .errors import ConfigError, TwostreamError
 from .inference import autocast, make_model, memory_format, score_sharded
 from .models import channels_last_format
 
@@ -62,6 +62,28 @@ def set_bn_mode(model: torch.nn.Module, mode: str) -> None:
         m.eval()
 
 
+class TrainingDiverged(TwostreamError):
+    """Training met a non-finite loss or non-finite weights; it stopped without writing them (message says where)."""
+
+
+def check_finite_weights(state: dict, where: str) -> None:
+    """Raise :class:`TrainingDiverged` naming the first floating-point tensor of ``state`` that is not finite."""
+    for k, v in state.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
+            raise TrainingDiverged(f"{where}: {k} holds non-finite values")
+
+
+def _stop_if_nonfinite(nonfinite: torch.Tensor, epoch: int, step: int, world: World, device) -> None:
+    """Raise :class:`TrainingDiverged` (on every rank at once) if any batch so far had a non-finite loss."""
+    n = nonfinite.item()
+    if world.distributed:
+        n = sum_across([n], world, device)[0]
+    if n:
+        raise TrainingDiverged(f"epoch {epoch}, by batch {step}: {int(n)} batches had a non-finite loss; training "
+                               "stopped, their gradients were not applied and no checkpoint of this epoch was written "
+                               "(lower --lr, or check the data)")
+
+
 def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool = True, channels_last: bool = False,
                     bn: str = "train", progress: bool = True, world: World = World(),
                     scaler: torch.amp.GradScaler | None = None) -> dict:
@@ -78,7 +100,9 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
         raise ValueError("float16 autocast needs a GradScaler (pass scaler=torch.amp.GradScaler('cuda'))")
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    nonfinite = torch.zeros((), dtype=torch.int64, device=device)  # batches whose loss was not finite
     seen = 0
+    step = 0
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (progress and world.main), leave=False,
                dynamic_ncols=True)
@@ -89,6 +113,13 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
         with policy.autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
+        # A non-finite loss must not reach the weights, and checking it on the host every step would cost a device
+        # sync: it is counted on the device, its gradients are replaced by zeros (GradScaler skips such a step
+        # itself), and the count is read back every LOG_EVERY batches and at the end, where training stops.
+        finite = torch.isfinite(loss.detach())
+        nonfinite += ~finite
+        if step % LOG_EVERY == 0:
+            _stop_if_nonfinite(nonfinite, epoch, step, world, device)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -96,14 +127,19 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
             scaler.update()
         else:
             loss.backward()
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad = torch.where(finite, p.grad, torch.zeros((), dtype=p.grad.dtype, device=device))
             optimizer.step()
-        total_loss += loss.detach() * len(y)
+        total_loss += torch.where(finite, loss.detach(), 0.0) * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if not bar.disable and step % LOG_EVERY == 0:
             rate = seen * world.size / (time.perf_counter() - t0)
             bar.set_postfix_str(f"loss {total_loss.item() / seen:.3f} acc {correct.item() / seen:.3f} {rate:.0f} clips/s")
     elapsed = time.perf_counter() - t0
+    _stop_if_nonfinite(nonfinite, epoch, step, world, device)
     total_loss, correct, seen = sum_across([total_loss.item(), correct.item(), seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
 
@@ -123,6 +159,14 @@ def _check_resume(old: TrainConfig, cfg: TrainConfig, path: Path) -> None:
     if differ:
         raise CheckpointError(f"{path}: cannot resume with other settings: " +
                               ", ".join(f"{k} was {getattr(old, k)!r}, now {getattr(cfg, k)!r}" for k in differ))
+
+
+def _number(text):
+    """A value of log.csv back as a number where it is one."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -236,6 +280,7 @@ class _RunFiles:
                 "meta": {**self.meta, "best_val_video_acc": best, "world_size": self.world.size}}
         if scaler is not None:
             ckpt["scaler"] = scaler.state_dict()
+        check_finite_weights(ckpt["model"], f"epoch {row['epoch']}: not written to {self.out / 'last.pt'}: the model")
         save_checkpoint(self.out / "last.pt", ckpt)
         if improved:
             save_checkpoint(self.out / "best.pt", ckpt)
@@ -266,6 +311,13 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
     scaler = torch.amp.GradScaler(device.type) if policy.scales_loss else None
     start, best = _resume(out / "last.pt", cfg, model, optimizer, scheduler, scaler) if cfg.resume else (0, -1.0)
     rows = _read_log(out / "log.csv", start - 1) if world.main else []
+    if start >= cfg.epochs:  # resuming a finished run: nothing to train
+        log.info("%s: the run already finished its %d epochs; nothing to do", out / "last.pt", cfg.epochs)
+        last = {k: _number(v) for k, v in (rows[-1] if rows else {}).items()}
+        return {**last, "best_val_video_acc": best, "finished_before": True}
+    # Every file is checked once here, before DataLoader workers start (they inherit what was checked): a damaged
+    # or crafted file is refused by name now, not mid-epoch inside a worker.
+    store.check_videos(train_ids + val_ids)
     net = model
     if world.distributed:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
