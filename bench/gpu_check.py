@@ -187,12 +187,10 @@ def _memory(dev: torch.device) -> str:
 
 
 def warm_up(dev: torch.device, batch: int, h: int, w: int, precision: str, compile: bool, tvl1_params=()) -> None:
-    """One untimed solve at the batch shape: CUDA context, kernels and (when compiling) the graphs."""
-    from flowprep.tvl1_torch import TVL1Params, tvl1
+    from flowprep import tvl1_torch
 
-    x = torch.zeros(batch, h, w, dtype=torch.uint8, device=dev)
-    tvl1(x, x, params=TVL1Params(**dict(tvl1_params)), precision=precision, compile=compile)
-    _sync(dev)
+    tvl1_torch.warm_up(batch, h, w, device=dev, precision=precision, compile=compile,
+                       params=tvl1_torch.TVL1Params(**dict(tvl1_params)))
 
 
 def flow_rate(dev, frames: np.ndarray, batch: int, precision: str, compile: bool, repeats: int,

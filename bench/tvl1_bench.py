@@ -205,6 +205,7 @@ def bench_extract(args) -> None:
     """pairs/s of ``flowprep extract`` through the batched pipeline vs the flow alone, same device and batch."""
     from flowprep.batched import PipelineConfig
     from flowprep.decode import DecodeConfig
+    from flowprep import tvl1_torch
     from flowprep.extract import ExtractConfig, extract_dataset
 
     cuda = torch.cuda.is_available()
@@ -216,6 +217,9 @@ def bench_extract(args) -> None:
         root = Path(tmp) / "ds"
         n_pairs = write_clips(root, args.extract, args.clip_frames)
         cfg = ExtractConfig(method="tvl1-torch", params=params, decode=DecodeConfig(size=(WIDTH, HEIGHT)))
+        # The flow-alone run below is warmed up at the batch shape; so is this one, or it would count CUDA
+        # start-up and compilation as pipeline time (the pipeline's device thread shares this process's graphs).
+        tvl1_torch.warm_up(batch, HEIGHT, WIDTH, device=dev, precision=precision, compile=args.compile and cuda)
         s = extract_dataset(root, Path(tmp) / "store", cfg, jobs=args.jobs, progress=False,
                             pipeline=PipelineConfig(batch_pairs=batch, writers=args.writers))
         assert s.ok and s.pairs == n_pairs, s

@@ -495,6 +495,16 @@ def tvl1(
         return u[:, :2].contiguous()
 
 
+def warm_up(batch: int, height: int, width: int, *, device: torch.device | str = "cpu", precision: str = "float32",
+            compile: bool = False, params: TVL1Params | None = None) -> None:
+    """Solve one untimed batch of blank pairs at this shape: the CUDA context, kernel selection and, with
+    ``compile``, the graphs of every pyramid level (1-2 minutes) are then paid for before anything is timed."""
+    x = torch.zeros(batch, height, width, dtype=torch.uint8, device=device)
+    tvl1(x, x, params=params, precision=precision, compile=compile)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _coarse_to_fine(I0s, I1s, u, sizes, p: TVL1Params, store, compile: bool, check_every: int) -> torch.Tensor:
     """Solve every level from the coarsest, ``u`` (B, C, hc, wc) the flow to start from at the coarsest."""
     for level in range(len(sizes) - 1, -1, -1):

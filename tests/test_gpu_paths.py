@@ -149,3 +149,22 @@ def test_compile_falls_back_to_eager_past_the_size_limit_and_on_dynamo_failure(m
         n = len(compiled_calls)
         solve(21, True)
         assert len(compiled_calls) == n and "1 frame sizes compiled in this process already" in caplog.text
+
+
+def test_tvl1_bench_extract_warms_up_before_timing_the_pipeline(monkeypatch, capsys):
+    # With --compile on a GPU the pipeline run used to pay compilation and CUDA start-up, the flow-alone run not.
+    import flowprep.extract
+    import flowprep.tvl1_torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import tvl1_bench
+    finally:
+        sys.path.pop(0)
+    events = []
+    real_warm, real_extract = flowprep.tvl1_torch.warm_up, flowprep.extract.extract_dataset
+    monkeypatch.setattr(flowprep.tvl1_torch, "warm_up", lambda *a, **k: events.append(("warm", a[:3])) or real_warm(*a, **k))
+    monkeypatch.setattr(flowprep.extract, "extract_dataset", lambda *a, **k: events.append(("extract",)) or real_extract(*a, **k))
+    tvl1_bench.main(["--extract", "1", "--clip-frames", "3", "--cpu-batch", "2", "--jobs", "1"])
+    assert events[0] == ("warm", (2, tvl1_bench.HEIGHT, tvl1_bench.WIDTH)) and events[1] == ("extract",), events
+    assert "pipeline / flow alone" in capsys.readouterr().out
