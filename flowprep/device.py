@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import os
+
 from .errors import ConfigError
 
 
@@ -12,7 +14,8 @@ def resolve_device(name: str):
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` -> a ``torch.device``.
 
     Raises:
-        ConfigError: another name, or CUDA asked for where torch sees no GPU.
+        ConfigError: another name, CUDA asked for where torch sees no GPU, or ``cuda:N`` with N not below the
+            number of visible GPUs.
     """
     import torch
 
@@ -24,4 +27,11 @@ def resolve_device(name: str):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA GPU (torch {torch.__version__}: a CPU "
                           f"build, or no driver); use device cpu or install a CUDA build of torch")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        # Caught here, not at the first batch: it would fail every batch, after the store or run directory exists.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(f"device {name!r} asked for but torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}"
+                          + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""))
+    return device

@@ -168,3 +168,28 @@ def test_tvl1_bench_extract_warms_up_before_timing_the_pipeline(monkeypatch, cap
     tvl1_bench.main(["--extract", "1", "--clip-frames", "3", "--cpu-batch", "2", "--jobs", "1"])
     assert events[0] == ("warm", (2, tvl1_bench.HEIGHT, tvl1_bench.WIDTH)) and events[1] == ("extract",), events
     assert "pipeline / flow alone" in capsys.readouterr().out
+
+
+def test_cuda_index_beyond_the_visible_gpus_is_refused_up_front(monkeypatch, tmp_path):
+    from flowprep.decode import DecodeConfig
+    from flowprep.device import resolve_device
+    from flowprep.extract import ExtractConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ValueError, match=r"'cuda:2'.*sees 2 GPU\(s\), cuda:0 to cuda:1"):  # a ConfigError
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda' or 'cuda:N'"):
+        resolve_device("gpu0")
+    # flowprep: the settings are refused before any store exists
+    with pytest.raises(ValueError, match="cuda:7"):
+        ExtractConfig(method="tvl1-torch", params={"device": "cuda:7"}, decode=DecodeConfig())
+    # twostream: train refuses it before the run directory exists
+    from twostream.train import TrainConfig, train
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="cuda:3"):
+        train(TrainConfig(store=str(tmp_path), out_dir=str(out), device="cuda:3"), progress=False)
+    assert not out.exists()

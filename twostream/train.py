@@ -210,8 +210,9 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     (DistributedDataParallel averages the gradients), validation is split over the processes and gathered,
     and only rank 0 writes files.
     """
+    device = resolve_device(cfg.device)  # refused before anything is opened or made
     store = Store(cfg.store)
-    world, device = setup(resolve_device(cfg.device))
+    world, device = setup(device)
     try:
         return _train(cfg, store, world, device, progress)
     finally:
