@@ -26,9 +26,12 @@ pipeline, three stages that overlap:
 Results equal the per-video path's bit for bit: ``tvl1`` stops each pair on its own (a converged pair is frozen
 while the rest of its batch iterates), so a pair's flow does not depend on its batch, and the quantisation and
 file writing are the same functions. Failures are per video, as elsewhere: a video that does not decode is
-recorded with its reason; an error of the device on a batch fails the videos with pairs in that batch (with the
-error as reason) and the run goes on; a CUDA out-of-memory error halves ``batch_pairs`` for the rest of the run
-and solves the same pairs again. Crash safety is the store's: a ``kill -9`` leaves at worst temporary files,
+recorded with its reason; a CUDA out-of-memory error frees the failed batch's tensors and the allocator's cache,
+halves ``batch_pairs`` for the rest of the run and solves the same pairs again; any other error on a CUDA device
+(illegal address, device-side assert, launch failure: ``torch.AcceleratorError``) may have left the device
+unusable for the process, so the run stops with :class:`DeviceError` after reporting the finished videos, and a
+rerun resumes; on the CPU an error of a batch fails the videos with pairs in it (with the error as reason) and
+the run goes on. Crash safety is the store's: a ``kill -9`` leaves at worst temporary files,
 which the next run removes, and finished videos are skipped.
 
 When it runs: :func:`flowprep.extract.extract_dataset` uses it for a batched method (one whose registry entry
@@ -63,7 +66,7 @@ import numpy as np
 
 from .dataset import VideoEntry
 from .decode import Video
-from .errors import ConfigError
+from .errors import ConfigError, FlowprepError
 from .flow import get_method, method_names, to_gray
 from .options import opt
 from .registry import DeviceSolver
@@ -167,8 +170,37 @@ class _Video:
         self.failed = False
 
 
+class DeviceError(FlowprepError):
+    """The device failed in a way that may leave it unusable for this process: the run stops (and resumes)."""
+
+
+class _OutOfMemory(RuntimeError):
+    """A batch ran out of device memory; raised without the traceback that held the batch's device tensors."""
+
+
 def _run_batch(solver: DeviceSolver, prev: np.ndarray, nxt: np.ndarray, pad_to: int) -> np.ndarray:
-    """Device-thread task: (n, H, W) uint8 pairs -> (n, H, W, 2) float32 flow on the host."""
+    """Device-thread task: (n, H, W) uint8 pairs -> (n, H, W, 2) float32 flow on the host.
+
+    Raises:
+        _OutOfMemory: the device ran out of memory. By then the failed batch's tensors are released and the
+            allocator's cache emptied, so that the retry with a halved batch finds the memory free (the original
+            error's traceback, kept until the retry, would hold them alive).
+    """
+    try:
+        return _solve_batch(solver, prev, nxt, pad_to)
+    except Exception as e:
+        if not _is_out_of_memory(e):
+            raise
+        message = f"{type(e).__name__}: {e}"
+    # Outside the except block the error and its frames are gone, and with them the batch's tensors.
+    if solver.device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    raise _OutOfMemory(message)
+
+
+def _solve_batch(solver: DeviceSolver, prev: np.ndarray, nxt: np.ndarray, pad_to: int) -> np.ndarray:
     import torch
 
     n = len(prev)
@@ -189,7 +221,19 @@ def _run_batch(solver: DeviceSolver, prev: np.ndarray, nxt: np.ndarray, pad_to: 
 def _is_out_of_memory(e: BaseException) -> bool:
     import torch
 
-    return isinstance(e, torch.cuda.OutOfMemoryError)
+    return isinstance(e, (torch.cuda.OutOfMemoryError, _OutOfMemory))
+
+
+def _is_sticky(e: BaseException, device) -> bool:
+    """Whether a (non out-of-memory) batch error may have left the device unusable for this process.
+
+    A CUDA error such as an illegal address, a device-side assert or a launch failure (``torch.AcceleratorError``)
+    poisons the CUDA context: every later batch would fail too. Any error on a CUDA device is taken as such; on
+    the CPU an error stays with its batch.
+    """
+    import torch
+
+    return isinstance(e, torch.AcceleratorError) or getattr(device, "type", None) == "cuda"
 
 
 def _write(state: _Video, store_dir: Path, cfg: ExtractConfig) -> VideoResult:
@@ -262,6 +306,7 @@ class BatchedPipeline:
         self.queues: dict[tuple[int, int], collections.deque] = {}  # (H, W) -> deque of (video, pair index)
         self.submitted = 0  # videos submitted to the decoders
         self.in_flight = 0  # videos submitted and not yet yielded
+        self.stop: DeviceError | None = None  # set by a batch error that leaves the device unusable
 
     def _decode_executor(self):
         from joblib.externals.loky import ProcessPoolExecutor
@@ -277,6 +322,8 @@ class BatchedPipeline:
             self.submit_batches()
             self.in_flight -= len(done)
             yield from done
+            if self.stop is not None:  # what finished is reported; what is in flight is done again on a rerun
+                raise self.stop
             if self.in_flight == 0 and self.submitted == len(todo):
                 return
             if not done:  # nothing moved on this pass: sleep until a decode, a batch or a write ends
@@ -371,7 +418,8 @@ class BatchedPipeline:
         return failed
 
     def on_batch_error(self, items: list, size: int, e: BaseException) -> list[VideoResult]:
-        """Out of device memory: halve the batch size and queue the same pairs again. Any other error: fail the
+        """Out of device memory: halve the batch size and queue the same pairs again. An error that may leave the
+        device unusable (:func:`_is_sticky`): stop the run after reporting what finished. Any other error: fail the
         videos with pairs in the batch (with the error as reason) and drop their other pairs."""
         if _is_out_of_memory(e) and size > 1:
             if size // 2 < self.batch_pairs:  # (another batch in flight may have halved it already)
@@ -381,6 +429,12 @@ class BatchedPipeline:
             if retry:
                 shape = retry[0][0].gray.shape[1:]
                 self.queues.setdefault(shape, collections.deque()).extendleft(reversed(retry))
+            return []
+        if not _is_out_of_memory(e) and _is_sticky(e, self.solver.device):
+            self.stop = DeviceError(" ".join(
+                f"device error on a batch of {len(items)} pairs ({type(e).__name__}: {e}); such an error can leave the "
+                "GPU unusable for this process, so the run stops here: the videos finished so far are kept, run the "
+                "same command again to resume".split()))
             return []
         reason = " ".join(f"device error on a batch of {len(items)} pairs: {type(e).__name__}: {e}".split())
         failed = []

@@ -210,6 +210,28 @@ def extract_local(todo: list[VideoEntry], root: Path, store_dir: Path, cfg: Extr
     return Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
 
 
+def _check_dask_device(cfg: ExtractConfig) -> None:
+    """Refuse a GPU method on a Dask cluster unless it is pinned to the CPU.
+
+    On a cluster each worker process solves its videos alone (the per-video path), so on GPU workers every process
+    would hold its own CUDA context and a batch of 64 pairs (16 worker processes sharing a GPU: ~38 GB), with none
+    of the batched pipeline's out-of-memory backoff. ``device=auto`` is refused too: it picks the GPU on whichever
+    worker has one.
+    """
+    from .flow import get_method
+
+    method = get_method(cfg.method)
+    if "cuda" not in method.devices:
+        return
+    device = str(cfg.params.get("device", method.defaults.get("device", "auto")))
+    if device != "cpu":
+        raise ConfigError(
+            f"--dask with {cfg.method} on device {device!r}: each worker process would solve on its own with a CUDA "
+            "context and a full batch of its own, and no out-of-memory backoff. On GPU machines run the batched "
+            "pipeline instead (flowprep extract --device cuda, without --dask, one run per GPU machine on a share "
+            "of the dataset given as list files); on CPU workers pass --device cpu")
+
+
 def _check_run_args(cfg: ExtractConfig, jobs, threads: int, dask, pipeline) -> tuple[int, bool]:
     """Argument checks made before the store is touched. Returns (jobs, whether the batched pipeline runs)."""
     if dask is not None and jobs is not None:
@@ -222,6 +244,7 @@ def _check_run_args(cfg: ExtractConfig, jobs, threads: int, dask, pipeline) -> t
     if dask is not None:
         if pipeline is not None:
             raise ConfigError("the batched pipeline runs on this machine's device; it does not combine with dask")
+        _check_dask_device(cfg)
         return jobs, False
     from . import batched  # a bad device or pipeline setting is refused here, before anything is written
 

@@ -12,7 +12,7 @@ import torch
 
 from conftest import make_dataset, read_store, textured_frames, write_video
 from flowprep import tvl1_torch
-from flowprep.batched import PipelineConfig, use_pipeline
+from flowprep.batched import DeviceError, PipelineConfig, use_pipeline
 from flowprep.cli import main
 from flowprep.decode import DecodeConfig, read_video
 from flowprep.extract import ExtractConfig, extract_dataset
@@ -87,10 +87,10 @@ def test_undecodable_video_and_device_error_fail_alone(dataset, reference, tmp_p
     (root / "Down" / "v_Down_g02_c01.avi").write_bytes(b"not a video at all" * 100)
     real, calls = tvl1_torch.tvl1, []
 
-    def flaky(a, b, **kw):  # the third batch fails on the device
+    def flaky(a, b, **kw):  # the third batch fails (on the CPU: an error that leaves the device usable)
         calls.append(len(a))
         if len(calls) == 3:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered\n(simulated)")
+            raise RuntimeError("solver failed on this batch\n(simulated)")
         return real(a, b, **kw)
 
     monkeypatch.setattr(tvl1_torch, "tvl1", flaky)
@@ -101,8 +101,7 @@ def test_undecodable_video_and_device_error_fail_alone(dataset, reference, tmp_p
     # A batch of 3 pairs touches one or two videos; they fail with the device's message, all others are complete.
     assert 1 <= len(s.failed) <= 2, s.failed
     for why in s.failed.values():
-        assert why == ("device error on a batch of 3 pairs: RuntimeError: CUDA error: an illegal memory access "
-                       "was encountered (simulated)")
+        assert why == "device error on a batch of 3 pairs: RuntimeError: solver failed on this batch (simulated)"
     ref, got = read_store(reference), read_store(tmp_path / "st")
     assert set(got) == set(ref) - set(s.failed) - {"Down/v_Down_g02_c01.avi"}
     assert all(got[v] == ref[v] for v in got)
@@ -133,6 +132,54 @@ def test_out_of_memory_halves_the_batch(dataset, reference, tmp_path, monkeypatc
     assert s.ok, s.failed
     assert lines[0] == "device out of memory on a batch of 8 pairs; going on with batches of 4"
     assert any("going on with batches of 2" in line for line in lines) and max(sizes[-5:]) <= 2
+    _same_store(tmp_path / "st", reference)
+
+
+def test_a_sticky_device_error_stops_the_run_and_a_rerun_resumes(dataset, reference, tmp_path, monkeypatch, capsys):
+    # A CUDA error (illegal address, device-side assert) poisons the context: every later batch fails as well.
+    # The run must stop at the first one, keep what finished, record no video as failed, and resume.
+    real, calls = tvl1_torch.tvl1, []
+
+    def broken_after_two(a, b, **kw):
+        calls.append(len(a))
+        if len(calls) > 2:
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered (simulated)")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(tvl1_torch, "tvl1", broken_after_two)
+    with pytest.raises(DeviceError, match="illegal memory access.*run stops here.*run the same command again"):
+        _extract(dataset, tmp_path / "st", 7, max_videos=2)
+    assert len(calls) == 3  # nothing was tried after the error
+    kept = read_store(tmp_path / "st")
+    assert len(kept) < 7 and not list((tmp_path / "st" / "failed").rglob("*.json"))
+    assert all(kept[v] == read_store(reference)[v] for v in kept)
+
+    monkeypatch.setattr(tvl1_torch, "tvl1", real)
+    again = _extract(dataset, tmp_path / "st", 7)
+    assert again.ok and again.skipped == len(kept) and again.done == 7 - len(kept)
+    _same_store(tmp_path / "st", reference)
+
+
+def test_out_of_memory_frees_the_failed_batch_before_the_retry(dataset, reference, tmp_path, monkeypatch):
+    # The OOM error's traceback holds the failed batch's device tensors; if it stays alive through the retry, the
+    # retry finds the memory still taken. The fake solver allocates, then fails; the retry checks it was freed.
+    import gc
+    import weakref
+
+    real, held = tvl1_torch.tvl1, []
+
+    def allocate_then_fail(a, b, **kw):
+        gc.collect()
+        assert all(r() is None for r in held), "the failed batch's tensors are still alive at the retry"
+        if len(a) > 2:
+            scratch = torch.empty(len(a), 2, *a.shape[1:])  # what the solver held when it ran out
+            held.append(weakref.ref(scratch))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(tvl1_torch, "tvl1", allocate_then_fail)
+    s = _extract(dataset, tmp_path / "st", 8, log=lambda line: None)
+    assert s.ok and held, s.failed
     _same_store(tmp_path / "st", reference)
 
 

@@ -251,3 +251,18 @@ def test_cluster_errors_are_one_line_and_leave_no_store(demo, client, tmp_path, 
     assert err == ('flowprep: error: --dask needs dask.distributed, which is not installed: '
                    'pip install "twostream[dask]"\n')
     assert not store.exists()
+
+
+def test_a_gpu_method_on_a_cluster_must_be_pinned_to_the_cpu(tmp_path, capsys):
+    # Dask's per-video path would give each GPU worker process its own CUDA context and batch, no OOM backoff.
+    root = tmp_path / "ds"
+    root.mkdir()
+    for device in ("cuda", "cuda:1", "auto"):
+        cfg = ExtractConfig(method="tvl1-torch", params={"device": "cpu"}, decode=DecodeConfig())
+        cfg.params["device"] = device  # as a store's settings could say; the constructor checks this machine
+        with pytest.raises(ValueError, match=f"--dask with tvl1-torch on device '{device}'.*--device cpu"):
+            extract_dataset(root, tmp_path / "st", cfg, dask="tcp://127.0.0.1:1")  # refused before connecting
+    assert main(["extract", str(root), "-o", str(tmp_path / "st"), "--method", "tvl1-torch",
+                 "--dask", "tcp://127.0.0.1:1"]) == 2
+    assert "on device 'auto'" in capsys.readouterr().err
+    assert not (tmp_path / "st").exists()
