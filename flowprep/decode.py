@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -136,6 +137,8 @@ def _decode_file(path: str, cfg: DecodeConfig) -> Video:
         raise VideoError(path, "is a directory, not a video file")
     if not os.access(path, os.R_OK):
         raise VideoError(path, "permission denied")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the decoder; a device has no size
+        raise VideoError(path, "not a regular file (a FIFO, socket or device); give a video file")
     if os.path.getsize(path) == 0:
         raise VideoError(path, "empty file (0 bytes)")
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
