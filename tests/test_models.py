@@ -157,9 +157,11 @@ def test_cross_modality_init_flow_of_equal_channels_answers_like_grey_image(tmp_
         f_rgb = rgb.forward_features(grey.expand(-1, 3, -1, -1))
         f_flow = flow.forward_features(grey.expand(-1, 20, -1, -1))
         assert f_rgb.abs().max() > 0.1
-        torch.testing.assert_close(f_flow, f_rgb, rtol=1e-4, atol=1e-5)
+        # Equal up to float rounding: the first conv sums 20 channels of w*3/20 instead of 3 of w, and ResNet-50's
+        # 50 layers carry the difference to ~1e-4 relative in an element or two (without the rescale: 20/3x).
+        torch.testing.assert_close(f_flow, f_rgb, rtol=5e-4, atol=1e-4)
         torch.testing.assert_close(flow(grey.expand(-1, 20, -1, -1)), rgb(grey.expand(-1, 3, -1, -1)),
-                                   rtol=1e-4, atol=1e-5)
+                                   rtol=5e-4, atol=1e-4)
         # Not a property of any input: a flow stack with unequal channels answers differently.
         uneven = torch.rand(2, 20, 64, 64)
         assert (flow.forward_features(uneven) - rgb.forward_features(uneven[:, :3])).abs().max() > 1e-2
