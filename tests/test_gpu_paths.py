@@ -50,12 +50,15 @@ def test_training_reads_back_loss_and_accuracy_once_per_log_interval(monkeypatch
     batches = [(torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 3, (2,), generator=g)) for _ in range(12)]
     stats = T.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
                               epoch=0, progress=False)
-    assert len(calls) == 2  # loss and accuracy, once, at the end (no bar: no intermediate read-back)
+    # Per interval of 5 batches: the count of non-finite losses (training stops on one); at the end that count,
+    # the loss and the accuracy. Not one per step.
+    intervals = 12 // 5
+    assert len(calls) == intervals + 3
     assert 0 <= stats["acc"] <= 1 and stats["loss"] > 0
     calls.clear()
     T.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
                       epoch=0, progress=True)
-    assert len(calls) == 2 + 2 * (12 // 5)  # and twice per interval with the progress bar
+    assert len(calls) == 3 * intervals + 3  # and the loss and accuracy per interval for the progress bar
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "single_frame", "early_fusion", "r3d_18"])
