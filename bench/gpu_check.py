@@ -10,7 +10,7 @@ What it measures, in this order (each row of the final table names its section):
 1. ``accuracy``: ``tvl1-torch`` on the device against ground truth on a textured frame moved by a known
    sub-pixel shift, and against the same code on the CPU (they should agree to float noise); the Middlebury
    pair (``skimage.data.stereo_motorcycle``, ground truth (-disparity, 0)) when scikit-image is installed
-   (3.30 px EPE on the CPU, tests/test_flow.py), else a note.
+   (3.25 px EPE on the CPU, README), else a note.
 2. ``flow``: pairs/s at 340x256 for float32 / bfloat16, eager and ``torch.compile``, batches of 64 and 256,
    with the peak device memory of each (``torch.cuda.max_memory_allocated`` and ``..._reserved``); compiled
    settings run last and are skipped once ``--budget`` seconds have gone (compiling costs 1-2 min each).
@@ -134,9 +134,12 @@ def frame_sequence(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def epe(flow: np.ndarray, gt: np.ndarray, margin: int) -> float:
-    """Mean end-point error of (..., H, W, 2) flow against gt, leaving out ``margin`` px at the borders."""
-    d = (flow - gt)[..., margin:-margin, margin:-margin, :]
-    return float(np.hypot(d[..., 0], d[..., 1]).mean())
+    """Mean end-point error of (H, W, 2) flow against gt, leaving out ``margin`` px at the borders."""
+    from flowprep.groundtruth import endpoint_error
+
+    valid = np.zeros(flow.shape[:2], bool)
+    valid[margin:-margin, margin:-margin] = True
+    return endpoint_error(flow, np.ascontiguousarray(gt), valid)
 
 
 # --- sections --------------------------------------------------------------------------------------
@@ -158,20 +161,16 @@ def check_accuracy(dev: torch.device, sz: Sizes) -> None:
     cpu = run(torch.device("cpu")) if dev.type != "cpu" else ours
     row("accuracy", f"known shift ({dx}, {dy}) px, EPE", f"{epe(ours, gt, 8):.3f} px", f"{dev.type}")
     row("accuracy", "device vs CPU, mean |difference|", f"{epe(ours, cpu, 1):.4f} px", "float noise expected")
+    from flowprep.groundtruth import endpoint_error, middlebury_motorcycle
+
     try:
-        from skimage.data import stereo_motorcycle
-    except ImportError:
+        g0, g1, gt, valid = middlebury_motorcycle()
+    except RuntimeError:  # it ships with scikit-image
         row("accuracy", "Middlebury motorcycle EPE", "skipped", "scikit-image not installed")
         return
-    left, right, disp = stereo_motorcycle()
-    h, w = left.shape[0] // 4, left.shape[1] // 4
-    g0 = cv2.resize(cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
-    g1 = cv2.resize(cv2.cvtColor(right, cv2.COLOR_RGB2GRAY), (w, h), interpolation=cv2.INTER_AREA)
-    d = cv2.resize(disp, (w, h), interpolation=cv2.INTER_NEAREST) / 4.0
-    ok = np.isfinite(d)
-    flow = tvl1(torch.from_numpy(g0)[None].to(dev), torch.from_numpy(g1)[None].to(dev))[0].cpu().numpy()
-    err = np.hypot(flow[0] + np.nan_to_num(d), flow[1])[ok].mean()
-    row("accuracy", "Middlebury motorcycle 1/4 EPE", f"{err:.3f} px", "CPU reference 3.30 px")
+    flow = tvl1(torch.from_numpy(g0)[None].to(dev), torch.from_numpy(g1)[None].to(dev))[0]
+    err = endpoint_error(flow.permute(1, 2, 0).cpu().numpy(), gt, valid)
+    row("accuracy", "Middlebury motorcycle 1/4 EPE", f"{err:.3f} px", "CPU reference 3.25 px")
 
 
 def _sync(dev: torch.device) -> None:
