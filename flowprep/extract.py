@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .dataset import Dataset, DatasetSource, VideoEntry, discover
 from .errors import ConfigError, FlowprepError
-from .store import (SCHEMA_VERSION, StoreError, check_video_file, comparable_settings, failure_path, open_h5,
-                    read_json, settings_differences, video_path, write_json_atomic)
+from .store import (SCHEMA_VERSION, StoreError, check_video_file, comparable_settings, failure_path, file_layout,
+                    open_h5, read_json, settings_differences, video_path, write_json_atomic)
 # The unit of work; ExtractConfig, VideoResult and extract_video are part of this module's API too.
 from .unit import ExtractConfig, VideoResult, extract_video  # noqa: F401
 
@@ -139,9 +139,11 @@ def _settings_from_files(store_dir: Path) -> tuple[dict | None, str]:
 
 
 def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult], known: dict | None = None) -> dict:
-    """Rewrite ``index.json`` (per-video frames, size, bytes) from the finished videos on disk.
+    """Rewrite ``index.json`` from the finished videos on disk: per video its frames, frame size, file size
+    (``bytes``) and where its JPEG/PNG datasets lie (``layout``, see :func:`flowprep.store.file_layout`).
 
     ``known`` maps video ids to the :class:`flowprep.store.VideoInfo` of files already checked in this run.
+    Each file is opened once (about a millisecond) for its layout.
     """
     known = known or {}
     index = {}
@@ -149,17 +151,16 @@ def write_index(store_dir: Path, ds: Dataset, new: dict[str, VideoResult], known
         path = video_path(store_dir, v.id)
         if not path.is_file():
             continue
-        r = new.get(v.id)
-        if r is not None and r.ok:
-            index[v.id] = {"num_frames": r.num_frames, "height": r.height, "width": r.width, "bytes": r.bytes}
-            continue
-        info = known.get(v.id)
-        if info is not None:
-            n, h, w = info.num_frames, info.height, info.width
-        else:
-            with open_h5(path) as f:
+        r, info = new.get(v.id), known.get(v.id)
+        with open_h5(path) as f:
+            if r is not None and r.ok:
+                n, h, w = r.num_frames, r.height, r.width
+            elif info is not None:
+                n, h, w = info.num_frames, info.height, info.width
+            else:
                 n, h, w = (int(f.attrs[k]) for k in ("num_frames", "height", "width"))
-        index[v.id] = {"num_frames": n, "height": h, "width": w, "bytes": path.stat().st_size}
+            layout = file_layout(f)
+        index[v.id] = {"num_frames": n, "height": h, "width": w, "bytes": path.stat().st_size, "layout": layout}
     write_json_atomic(store_dir / "index.json", index)
     return index
 

@@ -349,8 +349,6 @@ def write_encoded(path, contents: dict, attrs: dict) -> int:
     vlen = h5py.vlen_dtype(np.uint8)
     digested = {}  # {dataset name: [items]}, what the sha256 attribute covers
     with atomic_path(path) as tmp, h5py.File(tmp, "w", **NO_LOCKING) as f:
-        for k, v in attrs.items():
-            f.attrs[k] = v
         for name, value in contents.items():
             if isinstance(value, list):
                 items = [np.frombuffer(b, np.uint8) if isinstance(b, bytes) else np.asarray(b, np.uint8).reshape(-1)
@@ -367,6 +365,10 @@ def write_encoded(path, contents: dict, attrs: dict) -> int:
                 chunks = (1,) + value.shape[1:] if value.ndim > 1 else None
                 f.create_dataset(name, data=value, chunks=chunks)
                 digested[name] = [value]
+        # Attributes after the datasets: their strings go to the global heap too, and after the items they leave
+        # the items first in their heap collections, where the reader finds them from their entries alone.
+        for k, v in attrs.items():
+            f.attrs[k] = v
         f.attrs["sha256"] = _digest(digested)
     return Path(path).stat().st_size
 
@@ -566,6 +568,7 @@ def check_video_file(path, *, vid: str | None = None, settings: dict | None = No
 _VLEN_ITEM = np.dtype([("length", "<u4"), ("collection", "<u8"), ("index", "<u4")])
 _HEAP_OBJECT = struct.Struct("<HHIQ")  # object index, reference count, reserved, size
 _EMPTY = np.zeros(0, np.uint8)
+_WALK_CHUNK = 1 << 16  # bytes of a heap collection read at once when walking its object headers
 _READ_GAP = 8192  # items less than this apart are read with one pread of their range (cheaper than two calls)
 
 
@@ -584,7 +587,8 @@ class _HeapReader:
         self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
         table = np.frombuffer(self._pread(n * _VLEN_ITEM.itemsize, table_offset), _VLEN_ITEM)
         self.table = table.tolist()  # [(length, collection address, object index)] * n: Python ints look up fastest
-        self._predicted = _predict_offsets(table)
+        self._predicted: dict[int, int] = {}  # item -> offset of its bytes, predicted when first read (_predict)
+        self._unpredictable: set[int] = set()
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
 
     @staticmethod
@@ -613,18 +617,22 @@ class _HeapReader:
         return buf
 
     def _walk(self, i: int) -> int:
-        """File offset of item ``i``'s bytes, found by walking its collection's object headers (kept for later)."""
+        """File offset of item ``i``'s bytes, found by walking its collection's object headers (kept for later).
+        The headers come from reads of up to :data:`_WALK_CHUNK` bytes, not one read per header."""
         length, address, index = self.table[i]
         c = self._collections.get(address)
+        buf, buf_at = b"", 0
         if c is None:
-            head = self._pread(16, address)
-            size = int.from_bytes(head[8:16], "little")
-            if head[:5] != b"GCOL\x01" or address + size > self.file_size:
+            buf, buf_at = self._pread(max(16, min(_WALK_CHUNK, self.file_size - address)), address), address
+            size = int.from_bytes(buf[8:16], "little")
+            if buf[:5] != b"GCOL\x01" or address + size > self.file_size:
                 raise StoreError(f"{self.path}: {self.name} item {i}: no heap collection at byte {address} (damaged file)")
             c = self._collections[address] = [{}, address + 16, address + size]
         objects, pos, end = c
         while index not in objects and pos + 16 <= end:
-            obj, _, _, size = _HEAP_OBJECT.unpack(self._pread(16, pos))
+            if pos < buf_at or pos + 16 > buf_at + len(buf):
+                buf, buf_at = self._pread(min(_WALK_CHUNK, end - pos), pos), pos
+            obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, pos - buf_at)
             if obj == 0:  # free space fills the rest of the collection
                 pos = end
                 break
@@ -643,7 +651,33 @@ class _HeapReader:
         if c is not None and index in c[0]:
             return c[0][index][0]
         predicted = self._predicted.get(i)
+        if predicted is None and i not in self._unpredictable:
+            predicted = self._predict(i)
+            if predicted is None:
+                self._unpredictable.add(i)
         return predicted if predicted is not None else self._walk(i)
+
+    def _predict(self, i: int) -> int | None:
+        """Where item ``i``'s bytes lie, from the dataset's entries alone, or None.
+
+        A heap collection lays its objects out in index order, each a 16-byte header and its bytes padded to 8
+        (HDF5 File Format Specification, "Global Heap"). Written as one column, a dataset's items fill
+        collections in order, so item ``i``, object k of its collection, usually follows items i-k+1 .. i-1 as
+        objects 1 .. k-1; when the entries say so, its offset follows from their lengths. Costs k steps, no read;
+        a wrong prediction is caught by the object header when the item is read.
+        """
+        length, address, index = self.table[i]
+        first = i - index + 1
+        if first < 0:
+            return None
+        offset = address + 32
+        for j in range(first, i):
+            n, a, k = self.table[j]
+            if a != address or k != j - first + 1:
+                return None
+            offset += 16 + (n + 7) // 8 * 8
+        self._predicted[i] = offset
+        return offset
 
     def read(self, indices: list[int]) -> list[np.ndarray]:
         """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range,
@@ -669,30 +703,30 @@ class _HeapReader:
         return out
 
 
-def _predict_offsets(table: np.ndarray) -> dict[int, int]:
-    """{item: file offset of its bytes} where the dataset's entries alone say where the bytes are.
+def file_layout(f: h5py.File) -> dict:
+    """Where a video file's JPEG/PNG datasets lie: ``{name: [offset of its entries, length]}`` for each
+    variable-length uint8 dataset stored contiguously, when :class:`_HeapReader` can read the file (else ``{}``).
 
-    A heap collection lays its objects out in index order, each a 16-byte header and its bytes padded to 8
-    (HDF5 File Format Specification, "Global Heap"), so when a dataset's items in a collection are objects
-    1..m of it, their offsets follow from their lengths. Collections that also hold other objects (attribute
-    strings, another dataset's items) are not predicted; a wrong prediction is caught by the object header.
+    ``flowprep extract`` records it in ``index.json``, so that a process reading the store finds a file's items
+    without opening it in HDF5 (about a millisecond per file, several disk reads on a cold cache: more than a
+    read of an image). A reader uses it only for a file of the size the index records, with lengths that agree
+    with the frame count it uses, and checks each item's heap object header against its entry, so a stale or
+    edited index falls back to HDF5 or gives a :class:`StoreError`, never wrong bytes.
     """
-    live = np.flatnonzero(table["length"] > 0)
-    if not len(live):
-        return {}
-    order = live[np.lexsort((table["index"][live], table["collection"][live]))]
-    coll, index = table["collection"][order].astype(np.int64), table["index"][order].astype(np.int64)
-    size = 16 + (table["length"][order].astype(np.int64) + 7) // 8 * 8
-    starts = np.r_[True, coll[1:] != coll[:-1]]
-    group = np.cumsum(starts) - 1
-    first = np.flatnonzero(starts)
-    rank = np.arange(len(order)) - first[group]
-    bad = np.cumsum(index != rank + 1)  # an item is predictable if it and all before it in its group are 1, 2, ...
-    bad_before = bad[first] - (index[first] != 1)
-    ok = bad - bad_before[group] == 0
-    before = np.cumsum(size) - size
-    offset = coll + 16 + (before - before[first][group]) + 16
-    return dict(zip(order[ok].tolist(), offset[ok].tolist()))
+    fd = os.open(f.filename, os.O_RDONLY)
+    try:
+        if not _HeapReader.file_supported(fd):
+            return {}
+    finally:
+        os.close(fd)
+    out = {}
+    for name in ("rgb", "flow_x", "flow_y"):
+        if name in f:
+            dsid = f[name].id
+            offset = _HeapReader.locate_table(dsid)
+            if offset is not None and len(dsid.shape) == 1:
+                out[name] = [int(offset), int(dsid.shape[0])]
+    return out
 
 
 # What a reader needs to know of a video file: its attributes of these names (see the module docstring).
@@ -744,6 +778,9 @@ class VideoFile:
         self.rgb_format, self.flow_format = str(facts["rgb_format"]), str(facts["flow_format"])
         self.bound, self.mapping = float(facts["bound"]), str(facts["mapping"])
         self._size = os.fstat(self._fd).st_size
+        if layout.get("bytes", self._size) != self._size:  # not the file it was recorded for: find it all again
+            layout.clear()
+        layout["bytes"] = self._size
         self._layout = layout
         self._datasets: dict[str, tuple] = {}  # name -> (h5py.Dataset or None, _HeapReader or None)
         self._lut = None
@@ -768,7 +805,8 @@ class VideoFile:
         got = self._datasets.get(name)
         if got is None:
             known = self._layout.get(name)
-            if known is not None:  # found by an earlier open of this file: no HDF5 needed
+            if known is not None and known[1] == self._length(name) and self._format(name) in ("jpeg", "png"):
+                # recorded by extraction (index.json) or found by an earlier open of this file: no HDF5 needed
                 got = None, _HeapReader(self._fd, known[0], known[1], name, self._size, self.path)
                 self._datasets[name] = got
             else:
@@ -791,14 +829,21 @@ class VideoFile:
         got = self._datasets[name] = h5py.Dataset(dsid), heap
         return got
 
+    def _length(self, name: str) -> int:
+        """How many items dataset ``name`` holds, as ``num_frames`` says."""
+        return self.num_frames if name == "rgb" else self.num_frames - 1
+
+    def _format(self, name: str) -> str:
+        return self.rgb_format if name == "rgb" else self.flow_format
+
     def _check_dataset(self, name: str, dsid: h5py.h5d.DatasetID) -> None:
         """Refuse a dataset whose length disagrees with ``num_frames``, or whose dtype, frame shape or filters are
         not what the format gives it (before any read allocates)."""
-        want = self.num_frames if name == "rgb" else self.num_frames - 1
+        want = self._length(name)
         if self.num_frames < 1 or dsid.shape[:1] != (want,):
             raise StoreError(f"{self.path}: {name} holds {dsid.shape[0] if dsid.shape else 0} items but num_frames "
                              f"{self.num_frames} (from {self._source}) says {want} (damaged file)")
-        fmt = self.rgb_format if name == "rgb" else self.flow_format
+        fmt = self._format(name)
         frame = {"rgb": (self.height, self.width, 3), "flow": (self.height, self.width, 2)}.get(name, (self.height, self.width))
         shape, dtype = ((want,), "vlen") if fmt in ("jpeg", "png") else ((want, *frame), np.float16 if fmt == "float16" else np.uint8)
         with _reading(str(self.path)):
@@ -917,6 +962,7 @@ class Store:
             raise StoreError(f"{index}: not a flowprep index (a JSON object of videos)")
         self._settings = {k: self.config[k] for k in VIDEO_FACTS if k in self.config}
         self._layouts: dict[str, dict] = {}  # vid -> where its datasets lie (plain data: kept across forks)
+        self._paths: dict[str, Path] = {}  # vid -> its file (video_path), made once
         self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()  # {vid: VideoFile}
@@ -1137,14 +1183,19 @@ class Store:
         if v is not None:
             self._files.move_to_end(vid)
             return v
-        path = video_path(self.root, vid)
+        path = self._paths.get(vid)
+        if path is None:
+            path = self._paths[vid] = video_path(self.root, vid)
         facts, source = self._checked.get(vid), "its attributes"
         if facts is None:
             facts, source = self._index_facts(vid), "the store's index.json"
         if facts is None:  # nothing known: read and check the file's attributes
             facts, source = self._facts(vid), "its attributes"
+        layout = self._layouts.get(vid)
+        if layout is None:
+            layout = self._layouts[vid] = self._index_layout(vid)
         try:
-            v = VideoFile(path, facts, self._layouts.setdefault(vid, {}), facts_from=source)
+            v = VideoFile(path, facts, layout, facts_from=source)
         except StoreError:
             raise
         except (OSError, ValueError) as e:
@@ -1173,6 +1224,23 @@ class Store:
                 and isinstance(facts.get("bound"), (int, float)))
         return facts if sane else None
 
+    def _index_layout(self, vid: str) -> dict:
+        """Where ``vid``'s datasets lie as ``index.json`` records it (:func:`file_layout`), in :class:`VideoFile`'s
+        form, or ``{}``. VideoFile uses an entry only for a file of the recorded size and a length that agrees
+        with its frame count, and checks every item against its heap object header."""
+        entry = self._index.get(vid)
+        if not isinstance(entry, dict) or not isinstance(entry.get("layout"), dict):
+            return {}
+        size = entry.get("bytes")
+        if type(size) is not int:
+            return {}
+        out = {}
+        for name, value in entry["layout"].items():
+            if (name in ("rgb", "flow_x", "flow_y") and isinstance(value, list) and len(value) == 2
+                    and all(type(x) is int for x in value) and 0 <= value[0] < size and 0 <= value[1] <= MAX_FRAMES):
+                out[name] = (value[0], value[1])
+        return {"bytes": size, "direct": True, **out} if out else {}
+
     def _facts(self, vid: str) -> dict:
         """The :data:`VIDEO_FACTS` of ``vid``'s file, from :func:`check_file` run once per process (or parent)."""
         facts = self._checked.get(vid)
@@ -1182,6 +1250,10 @@ class Store:
         try:
             with open_h5(path) as f, _reading(str(path)):
                 info = check_file(f, str(path), settings=self.config, vid=vid)
+                layout = file_layout(f) if vid not in self._layouts else None
+                if layout:  # kept for this process and those forked from it: no HDF5 open there
+                    self._layouts[vid] = {"bytes": path.stat().st_size, "direct": True,
+                                          **{name: tuple(v) for name, v in layout.items()}}
         except (OSError, ValueError) as e:
             if not path.is_file():
                 raise StoreError(f"{path}: video {vid!r} is not in the store") from None
