@@ -10,7 +10,8 @@ Rows, each timed for both layouts in alternating repetitions (A B, B A, ...) on 
     drops the whole machine's page cache) and a fresh Store (no open files); residency after eviction is
     measured with mincore and printed;
   * warm: everything cached, the Store's files open;
-  * DataLoader: 2 worker processes (fork), warm, items returned as tensors;
+  * DataLoader: 2 worker processes (fork), warm, items centre-cropped to 112x112 and collated into batches of 32
+    as training does;
   * warm, file opened per read: the Store keeps one file open, so (nearly) every read opens its file, as on a
     dataset much larger than the Store's open-file cache.
 For each row and layout the time of a read is split into: fetch (getting the encoded bytes: file system
@@ -201,8 +202,13 @@ def warm(paths: list[Path]) -> None:
 
 # --- timing --------------------------------------------------------------------------------------
 
+CROP = 112  # the DataLoader rows' items: a centre crop of this side, as training feeds fixed-size inputs
+
+
 class Draws(Dataset):
-    """The reads of one repetition, as a DataLoader dataset (an item is one read's array)."""
+    """The reads of one repetition, as a DataLoader dataset: an item is one read's array, centre-cropped to
+    CROP x CROP, so that a worker collates a batch into one tensor as a training loader does (items of
+    different sizes, one shared-memory tensor each, cost more to pass than to read)."""
 
     def __init__(self, reader, kind: str, draws: list[tuple[str, int]]):
         self.reader, self.kind, self.draws = reader, kind, draws
@@ -212,7 +218,9 @@ class Draws(Dataset):
 
     def __getitem__(self, k):
         vid, i = self.draws[k]
-        return torch.from_numpy(self.reader.rgb(vid, i) if self.kind == "rgb" else self.reader.flow(vid, i))
+        a = self.reader.rgb(vid, i) if self.kind == "rgb" else self.reader.flow(vid, i)
+        y, x = (a.shape[1] - CROP) // 2, (a.shape[2] - CROP) // 2
+        return torch.from_numpy(np.ascontiguousarray(a[:, y:y + CROP, x:x + CROP]))
 
 
 def draw(store: Store, kind: str, n: int, seed: int) -> list[tuple[str, int]]:
@@ -244,10 +252,10 @@ def read_rate(reader, kind: str, draws) -> tuple[float, float]:
 def loader_rate(reader, kind: str, draws, workers: int) -> tuple[float, float]:
     """(reads/s after the first batch, CPU seconds per read of the main process and the workers, all reads)."""
     c0 = cpu_seconds()
-    loader = DataLoader(Draws(reader, kind, draws), batch_size=32, num_workers=workers, collate_fn=list,
+    loader = DataLoader(Draws(reader, kind, draws), batch_size=32, num_workers=workers,
                         multiprocessing_context="fork", prefetch_factor=4)
     it = iter(loader)
-    n0 = len(next(it))  # worker start-up is not throughput
+    n0 = len(next(it))  # worker start-up is not throughput (a batch: one (32, ...) tensor)
     t0, n = time.perf_counter(), 0
     for batch in it:
         n += len(batch)

@@ -565,18 +565,34 @@ def check_video_file(path, *, vid: str | None = None, settings: dict | None = No
 # One item of a variable-length dataset as stored: its length, then the global heap ID of its bytes
 # (the address of a heap collection and the object's index in it). HDF5 File Format Specification 3.0,
 # "Datatype Message", variable-length class, and "Global Heap".
-_VLEN_ITEM = np.dtype([("length", "<u4"), ("collection", "<u8"), ("index", "<u4")])
+_ENTRY = struct.Struct("<IQI")
 _HEAP_OBJECT = struct.Struct("<HHIQ")  # object index, reference count, reserved, size
 _EMPTY = np.zeros(0, np.uint8)
 _WALK_CHUNK = 1 << 16  # bytes of a heap collection read at once when walking its object headers
 _READ_GAP = 8192  # items less than this apart are read with one pread of their range (cheaper than two calls)
 
 
+class _Entries:
+    """A dataset's entries, each ``(length, collection address, object index)``, unpacked when looked up (on an
+    open that reads one item, unpacking all T of them cost more than the read)."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+
+    def __len__(self) -> int:
+        return len(self.buf) // _ENTRY.size
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        return _ENTRY.unpack_from(self.buf, _ENTRY.size * i)
+
+
 class _HeapReader:
     """Reads items of a contiguous variable-length uint8 dataset with ``os.pread``: the cost of their bytes.
 
     h5py spends ~80 us of library work on each read of a variable-length dataset, more than decoding a
-    small JPEG; the items' bytes are reachable directly. The dataset's T 16-byte entries (``_VLEN_ITEM``) are
+    small JPEG; the items' bytes are reachable directly. The dataset's T 16-byte entries (``_ENTRY``) are
     read once; each names a global heap collection (a 16-byte header ``GCOL``, version 1, size, then objects,
     each a 16-byte header and its bytes padded to 8) whose object headers are walked once, up to the object
     asked for, the first time one of its objects is read. Every offset and size is checked against the file
@@ -585,8 +601,7 @@ class _HeapReader:
 
     def __init__(self, fd: int, table_offset: int, n: int, name: str, file_size: int, path: Path):
         self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
-        table = np.frombuffer(self._pread(n * _VLEN_ITEM.itemsize, table_offset), _VLEN_ITEM)
-        self.table = table.tolist()  # [(length, collection address, object index)] * n: Python ints look up fastest
+        self.table = _Entries(self._pread(n * _ENTRY.size, table_offset))
         self._predicted: dict[int, int] = {}  # item -> offset of its bytes, predicted when first read (_predict)
         self._unpredictable: set[int] = set()
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
@@ -682,6 +697,13 @@ class _HeapReader:
     def read(self, indices: list[int]) -> list[np.ndarray]:
         """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range,
         which includes each item's 16-byte object header, checked against the item's entry."""
+        if len(indices) == 1:  # what a 2D spatial stream reads: no grouping
+            i = indices[0]
+            length = self.table[i][0]
+            if not length:
+                return [_EMPTY]
+            at = self._locate(i) - 16
+            return [self._item(self._pread(length + 16, at), 0, i)]
         out = [_EMPTY] * len(indices)
         spans = sorted((self._locate(i) - 16, self.table[i][0] + 16, k, i) for k, i in enumerate(indices)
                        if self.table[i][0])
@@ -693,14 +715,20 @@ class _HeapReader:
             lo = run[0][0]
             buf = self._pread(max(o + n for o, n, _, _ in run) - lo, lo)
             for o, n, k, i in run:
-                obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, o - lo)
-                if (obj, size) == self.table[i][2::-2]:
-                    out[k] = np.frombuffer(buf, np.uint8, n - 16, o - lo + 16)
-                else:  # a wrong prediction (objects of another dataset in between): walk, and read it alone
-                    self._predicted.pop(i, None)
-                    out[k] = np.frombuffer(self._pread(n - 16, self._walk(i)), np.uint8)
+                out[k] = self._item(buf, o - lo, i)
             first = j
         return out
+
+    def _item(self, buf: bytes, at: int, i: int) -> np.ndarray:
+        """Item ``i`` from ``buf``, which holds its object header at ``at`` and its bytes after it, if the header
+        agrees with the item's entry; else (a wrong prediction: objects of another dataset in between) walked
+        to, and read alone."""
+        length, _, index = self.table[i]
+        obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, at)
+        if obj == index and size == length:
+            return np.frombuffer(buf, np.uint8, length, at + 16)
+        self._predicted.pop(i, None)
+        return np.frombuffer(self._pread(length, self._walk(i)), np.uint8)
 
 
 def file_layout(f: h5py.File) -> dict:
@@ -750,24 +778,27 @@ class VideoFile:
             attribute is read (each costs ~50 us in HDF5). Otherwise they are read from the file's attributes and
             checked (:func:`check_attributes`; each dataset is checked when it is first read).
         facts_from: where ``facts`` came from, for messages.
-        layout: where the file's datasets lie, ``{name: (offset of the entries, length)}``, as an earlier open of
-            the same file in this process found and recorded it here; updated with what this open finds.
+        layout: where the file's datasets lie, ``{"bytes": file size, name: (offset of the entries, length)}``,
+            as ``index.json`` records it or an earlier open of the same file in this process found it; used for a
+            file of that size only, and updated with what this open finds.
+        headers: ``{(dataset, height, width): leading bytes}`` of image headers already checked, shared between
+            files (a store's JPEGs of one size and quality share their headers); updated.
 
     Attributes:
         num_frames, height, width, rgb_format, flow_format, bound, mapping: see ``facts``.
     """
 
     def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None, *,
-                 facts_from: str = "the store's index.json"):
+                 facts_from: str = "the store's index.json", headers: dict | None = None):
         self.path, self._h5 = path, None
         self._fd = os.open(path, os.O_RDONLY)
         try:
-            self._open(facts, {} if layout is None else layout, facts_from)
+            self._open(facts, {} if layout is None else layout, facts_from, headers)
         except BaseException:
             self.close()
             raise
 
-    def _open(self, facts: dict | None, layout: dict, facts_from: str) -> None:
+    def _open(self, facts: dict | None, layout: dict, facts_from: str, headers: dict | None) -> None:
         if facts is None:  # read and checked from the file itself (check_file)
             with _reading(str(self.path)):
                 facts = asdict(check_attributes(self.h5, str(self.path)))
@@ -784,7 +815,8 @@ class VideoFile:
         self._layout = layout
         self._datasets: dict[str, tuple] = {}  # name -> (h5py.Dataset or None, _HeapReader or None)
         self._lut = None
-        self._headers: dict[str, bytes] = {}  # dataset -> the leading bytes of an image whose header was checked
+        # (dataset, height, width) -> the leading bytes of an image whose header was checked against them
+        self._headers: dict[tuple, bytes] = {} if headers is None else headers
 
     @property
     def h5(self) -> h5py.File:
@@ -898,10 +930,11 @@ class VideoFile:
         """Decode item ``i`` of dataset ``name``, a stored JPEG/PNG, after checking from its header that it has the
         file's format and frame size: a crafted image declaring a huge size is refused before the decoder
         allocates it, so memory stays within one image of the size the file's attributes state."""
-        known = self._headers.get(name)
+        key = name, self.height, self.width
+        known = self._headers.get(key)
         if known is None or buf[:len(known)].tobytes() != known:  # else the same header as one checked before
             end = _check_header(buf, self, name, i, str(self.path))
-            self._headers[name] = buf[:end].tobytes()
+            self._headers[key] = buf[:end].tobytes()
         img = cv2.imdecode(buf, flags) if len(buf) else None
         if img is None or img.shape[:2] != (self.height, self.width):
             got = "undecodable bytes" if img is None else f"a {img.shape[1]}x{img.shape[0]} image"
@@ -962,7 +995,8 @@ class Store:
             raise StoreError(f"{index}: not a flowprep index (a JSON object of videos)")
         self._settings = {k: self.config[k] for k in VIDEO_FACTS if k in self.config}
         self._layouts: dict[str, dict] = {}  # vid -> where its datasets lie (plain data: kept across forks)
-        self._paths: dict[str, Path] = {}  # vid -> its file (video_path), made once
+        self._opening: dict[str, tuple] = {}  # vid -> what video() opens it with (_what_to_open)
+        self._headers: dict[tuple, bytes] = {}  # image headers checked, shared by the files (see VideoFile._image)
         self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()  # {vid: VideoFile}
@@ -1183,19 +1217,12 @@ class Store:
         if v is not None:
             self._files.move_to_end(vid)
             return v
-        path = self._paths.get(vid)
-        if path is None:
-            path = self._paths[vid] = video_path(self.root, vid)
-        facts, source = self._checked.get(vid), "its attributes"
-        if facts is None:
-            facts, source = self._index_facts(vid), "the store's index.json"
-        if facts is None:  # nothing known: read and check the file's attributes
-            facts, source = self._facts(vid), "its attributes"
-        layout = self._layouts.get(vid)
-        if layout is None:
-            layout = self._layouts[vid] = self._index_layout(vid)
+        known = self._opening.get(vid)
+        if known is None:
+            known = self._opening[vid] = self._what_to_open(vid)
+        path, facts, source, layout = known
         try:
-            v = VideoFile(path, facts, layout, facts_from=source)
+            v = VideoFile(path, facts, layout, facts_from=source, headers=self._headers)
         except StoreError:
             raise
         except (OSError, ValueError) as e:
@@ -1206,6 +1233,20 @@ class Store:
         if len(self._files) > self.max_open:
             self._files.popitem(last=False)[1].close()
         return v
+
+    def _what_to_open(self, vid: str) -> tuple:
+        """(file, facts, where they came from, layout) of ``vid``: what :meth:`video` passes to :class:`VideoFile`,
+        found once per video (plain data: kept across forks)."""
+        path = video_path(self.root, vid)
+        facts, source = self._checked.get(vid), "its attributes"
+        if facts is None:
+            facts, source = self._index_facts(vid), "the store's index.json"
+        if facts is None:  # nothing known: read and check the file's attributes
+            facts, source = self._facts(vid), "its attributes"
+        layout = self._layouts.get(vid)
+        if layout is None:
+            layout = self._layouts[vid] = self._index_layout(vid)
+        return path, facts, source, layout
 
     def _file(self, vid: str) -> h5py.File:
         return self.video(vid).h5
@@ -1260,6 +1301,7 @@ class Store:
             raise StoreError(f"{path}: unreadable HDF5 file ({e})") from None
         self._check_index(vid, info, path)
         facts = self._checked[vid] = asdict(info)
+        self._opening.pop(vid, None)  # opened with these facts from now on
         return facts
 
     def _check_index(self, vid: str, info: VideoInfo, path: Path) -> None:
