@@ -34,7 +34,8 @@ Schema of ``videos/<name>.h5``:
 DataLoader worker that inherits a ``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files, each a
 :class:`VideoFile` that reads and checks what every read needs once, when it opens. JPEG and PNG items are
 read straight from the file with ``os.pread`` (h5py's per-read overhead was larger than decoding them; see
-``bench/store_bench.py`` and the README's performance section).
+``bench/store_bench.py`` and the README's performance section), at the places ``index.json`` records
+(:func:`file_layout`), so that a read opens no HDF5 file at all.
 """
 from __future__ import annotations
 
