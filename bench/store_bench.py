@@ -223,6 +223,20 @@ class Draws(Dataset):
         return torch.from_numpy(np.ascontiguousarray(a[:, y:y + CROP, x:x + CROP]))
 
 
+class NoRead:
+    """A reader that reads nothing: arrays of a read's shape, for what the DataLoader itself costs."""
+
+    def __init__(self, kind: str):
+        self.rgb_item = np.zeros((1, 128, 170, 3), np.uint8)
+        self.flow_item = np.zeros((L, 128, 170, 2), np.float32)
+
+    def rgb(self, vid: str, i: int) -> np.ndarray:
+        return self.rgb_item
+
+    def flow(self, vid: str, i: int) -> np.ndarray:
+        return self.flow_item
+
+
 def draw(store: Store, kind: str, n: int, seed: int) -> list[tuple[str, int]]:
     rng = np.random.default_rng(seed)
     ids = store.video_ids()
@@ -396,9 +410,12 @@ def main(argv=None) -> None:
             if mode == "loader":
                 warm_row = next(r for r in rows if r[1] == kind and r[2] == "warm")
                 eff = {k: statistics.median(rates[k]) / statistics.median(warm_row[3][k]) for k in rates}
+                alone = statistics.median(loader_rate(NoRead(kind), kind, draw(store_r.store, kind, n, 5), args.workers)[0]
+                                          for n in [args.reads[kind] * 4] * 2)
                 print(f"{name}: {eff['store']:.2f}x (store) and {eff['raw']:.2f}x (rawframes) the single-process warm "
-                      f"rate: bound by the per-read work above, spread over {args.workers} processes on "
-                      f"{os.cpu_count()} cores, plus passing each item to the main process")
+                      f"rate; the DataLoader alone, handing over items of that shape without reading anything, "
+                      f"{alone:.0f} items/s: bound by the per-read work above in {args.workers} processes on "
+                      f"{os.cpu_count()} cores plus that hand-over")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -38,14 +38,18 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, RandomSampler
+from twostream.cli import openmp_defaults
 
-from flowprep.store import Store
-from twostream.data import TrainClips
-import twostream.train as train_module
-from twostream.train import TrainConfig, make_model, train
+openmp_defaults()  # as the twostream command starts torch (OMP_WAIT_POLICY=ACTIVE in the environment: the old way)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+from flowprep.store import Store  # noqa: E402
+from twostream.data import TrainClips  # noqa: E402
+import twostream.train as train_module  # noqa: E402
+from twostream.train import TrainConfig, make_model, train  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -151,7 +155,8 @@ def main(argv=None) -> None:
     reps = a.reps or (2 if a.quick else 3)
     batches = a.batches or (6 if a.quick else 12)
     threads = torch.get_num_threads()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads {threads}; "
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads {threads}, OpenMP wait "
+          f"policy {os.environ.get('OMP_WAIT_POLICY', 'the default (active)')}; "
           f"resnet18 width {a.width} at {a.input_size}, batch {a.batch_size}, {a.workers} workers, {batches} batches")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -1,5 +1,8 @@
 """The CLIs follow the dataclasses: --config repeats a run; user errors are one line, bugs keep their traceback."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -82,3 +85,20 @@ def test_flowprep_bug_keeps_its_traceback_and_user_error_is_one_line(tmp_path, m
     monkeypatch.setattr(flowprep.extract, "extract_dataset", broken)
     with pytest.raises(ValueError, match="injected bug"):
         flowprep_main(["extract", str(root), "-o", str(tmp_path / "st2"), "--quiet"])
+
+
+def test_the_twostream_command_starts_openmp_with_passive_waiting(tmp_path):
+    """Before torch is imported, main() sets OMP_WAIT_POLICY=PASSIVE unless the environment sets it; the
+    runtime reads it then (spinning threads starve the DataLoader's workers on a busy machine)."""
+    probe = ("import os, sys; from twostream.cli import main; rc = main(['models']); "
+             "print('SEEN', os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules, rc)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert "SEEN PASSIVE True 0" in out
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True).stdout
+    assert "SEEN ACTIVE True 0" in out  # the user's setting stands
+    late = ("import os, torch; from twostream.cli import openmp_defaults; openmp_defaults(); "
+            "print('SEEN', os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True, check=True).stdout
+    assert "SEEN None" in out  # too late to matter: nothing set

@@ -266,7 +266,24 @@ def _one_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+# OpenMP settings the twostream command starts torch with, unless the environment sets them. With its default
+# (active) wait policy, an OpenMP thread that reaches a barrier first spins for its siblings; when one of them is
+# descheduled (the DataLoader's worker processes, or any other work, take the cores) the spinning burns the
+# core it needs: on 2 cores with 2 workers, training on the CPU fell to 1/6 of its rate with one other busy
+# process on the machine (bench/train_bench.py; the README's performance section). Passive waiting sleeps.
+OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def openmp_defaults() -> None:
+    """Put :data:`OPENMP_DEFAULTS` into the environment where it does not set them. Only before torch is first
+    imported (the OpenMP runtime reads them when it loads); later, nothing changes."""
+    if "torch" not in sys.modules:
+        for key, value in OPENMP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+
 def main(argv=None) -> int:
+    openmp_defaults()
     from flowprep.signals import Terminated, sigterm_as_interrupt
 
     from .train import TrainingDiverged
