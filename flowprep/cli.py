@@ -251,6 +251,7 @@ def cmd_export(a) -> int:
 
 
 def cmd_info(a) -> int:
+    from .decode import DecodeConfig
     from .store import Store
 
     s = Store(a.store).summary()
@@ -265,14 +266,15 @@ def cmd_info(a) -> int:
     for n, sp in s["splits"].items():
         val = f", {sp['val']} val" if "val" in sp else ""
         print(f"split {n}    {sp['train']} train{val}, {sp['test']} test ({s['split_source']})")
-    params = ", ".join(f"{k}={v}" for k, v in cfg["params"].items())
-    print(f"method     {cfg['method']} ({params})")
-    d = cfg["decode"]
-    size = f"{d['size'][0]}x{d['size'][1]}" if d["size"] else (f"short side {d['short_side']}" if d["short_side"] else "source")
-    print(f"frames at  {size}, fps {d['fps'] or 'source'}, stride {d['stride']}")
-    print(f"flow       {cfg['flow_format']}, mapping {cfg['mapping']}, bound {cfg['bound']} px; rgb {cfg['rgb_format']}")
+    params = ", ".join(f"{k}={v}" for k, v in cfg.get("params", {}).items())
+    print(f"method     {cfg.get('method', 'not recorded')} ({params})")
+    d = DecodeConfig.from_dict(cfg.get("decode", {}))  # checked when the store was opened
+    size = f"{d.size[0]}x{d.size[1]}" if d.size else (f"short side {d.short_side}" if d.short_side else "source")
+    print(f"frames at  {size}, fps {d.fps or 'source'}, stride {d.stride}")
+    print(f"flow       {cfg.get('flow_format', 'jpeg')}, mapping {cfg.get('mapping')}, bound {cfg.get('bound')} px; "
+          f"rgb {cfg.get('rgb_format', 'jpeg')}")
     if "imported" in cfg:
-        print(f"imported   from frame folders (layout {cfg['imported']['layout']}); method and frame size as stated "
+        print(f"imported   from frame folders (layout {cfg['imported'].get('layout') if isinstance(cfg['imported'], dict) else None}); method and frame size as stated "
               "at import")
     if s["bytes_per_frame"]:
         b = s["bytes_per_frame"]

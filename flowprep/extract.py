@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import json
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,8 @@ from . import __version__
 from .dataset import Dataset, DatasetSource, VideoEntry, discover
 from .errors import ConfigError, FlowprepError
 from .store import (SCHEMA_VERSION, StoreError, check_video_file, comparable_settings, failure_path, file_layout,
-                    open_h5, read_json, settings_differences, video_path, write_json_atomic)
+                    open_h5, read_json, recorded_settings, settings_differences, settings_problem, video_path,
+                    write_json_atomic)
 # The unit of work; ExtractConfig, VideoResult and extract_video are part of this module's API too.
 from .unit import ExtractConfig, VideoResult, extract_video  # noqa: F401
 
@@ -103,6 +103,10 @@ def prepare_store(store_dir: Path, ds: Dataset, cfg: ExtractConfig) -> None:
         old, source = read_json(existing), "there"
         if not isinstance(old, dict):
             raise StoreError(f"{existing}: not a flowprep store.json (a JSON object of settings)")
+        problem = settings_problem(old)  # what Store refuses to read
+        if problem:
+            raise StoreError(f"{existing}: {problem}; restore it, or delete it to recover the settings from the "
+                             "store's files")
     else:
         old, source = _settings_from_files(store_dir)
         source = f"{source}, the store.json being missing"
@@ -124,13 +128,8 @@ def _settings_from_files(store_dir: Path) -> tuple[dict | None, str]:
     """(settings, the file they came from) of a store whose ``store.json`` is missing; (None, "") if it has no
     video files. Raises :class:`StoreError` when the files do not record their settings."""
     for path in sorted((store_dir / "videos").rglob("*.h5")):
-        try:
-            with open_h5(path) as f:
-                recorded = f.attrs.get("settings")
-            settings = json.loads(recorded.decode() if isinstance(recorded, bytes) else recorded)
-        except Exception:  # unreadable or without settings: try the next file
-            continue
-        if isinstance(settings, dict):
+        settings = recorded_settings(path)
+        if settings is not None:
             return settings, f"in {path}"
     if any((store_dir / "videos").rglob("*.h5")):
         raise StoreError(f"{store_dir / 'store.json'}: missing, and no video file of the store records its settings "

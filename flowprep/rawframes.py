@@ -47,7 +47,7 @@ from .errors import ConfigError
 from .extract import Summary, fill_store
 from .flow import get_method, resolve_params
 from .quantize import dequantize, quantize
-from .store import Store, StoreError, atomic_path, open_h5, video_path, write_encoded
+from .store import Store, StoreError, atomic_path, video_path, write_encoded
 from .unit import VideoResult, failure_result
 
 PAIRINGS = ("denseflow", "tsn")  # T images and T-1 flows; or T-1 of each, image k the second frame of flow k
@@ -379,10 +379,10 @@ def export_video(store: Store, vid: str, out_dir: Path, layout: RawLayout, bound
     res = ExportResult(vid, folder)
     try:
         n = store.num_frames(vid)
-        with open_h5(video_path(store.root, vid)) as f:
-            rgb = list(f["rgb"][:]) if f.attrs["rgb_format"] == "jpeg" else None
-            exact = byte_exact(store.config) and float(f.attrs["bound"]) == bound
-            flows = (list(f["flow_x"][:]), list(f["flow_y"][:])) if exact else None
+        v = store.video(vid)  # its file checked; items read by flowprep's checked reader, not the HDF5 library
+        rgb = v.items("rgb", list(range(n))) if v.rgb_format == "jpeg" else None
+        exact = byte_exact(store.config) and v.bound == bound
+        flows = (v.items("flow_x", list(range(n - 1))), v.items("flow_y", list(range(n - 1)))) if exact else None
         if rgb is None:
             frames = store.frames(vid, range(n))
             rgb = [_jpeg(cv2.cvtColor(fr, cv2.COLOR_RGB2BGR)) for fr in frames]

@@ -55,6 +55,7 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, FlowprepError
+from .h5guard import LayoutError, attribute_table, superblock
 from .quantize import MAPPINGS, dequantize
 
 SCHEMA_VERSION = 1
@@ -190,8 +191,20 @@ NO_LOCKING = _file_locking_option()
 
 
 def open_h5(path, mode: str = "r") -> h5py.File:
-    """Open a store's HDF5 file without HDF5 file locking (see :data:`NO_LOCKING`)."""
-    return h5py.File(path, mode, **NO_LOCKING)
+    """Open a store's HDF5 file without HDF5 file locking (see :data:`NO_LOCKING`).
+
+    For reading, the root group's attribute messages are checked from the file's bytes first
+    (:func:`flowprep.h5guard.attribute_table`): the HDF5 library trusts them. Raises :class:`StoreError` naming
+    the file when they are damaged, or laid out as flowprep never writes them.
+    """
+    f = h5py.File(path, mode, **NO_LOCKING)
+    if mode == "r":
+        try:
+            attribute_table(f.id)
+        except LayoutError as e:
+            f.close()
+            raise StoreError(f"{path}: {e} (damaged file)") from None
+    return f
 
 
 # --- encoding ------------------------------------------------------------------------------------
@@ -215,34 +228,76 @@ def _digest(contents: dict) -> str:
     return h.hexdigest()
 
 
+SCHEMA_DATASETS = ("frame_index", "rgb", "flow_x", "flow_y", "flow")  # every dataset a video file may hold
+_DIGEST_BYTES = 16 << 20  # bytes of a fixed-size dataset read at a time to checksum it
+
+
 def content_digest(f: h5py.File, *, check_images: VideoInfo | None = None, where: str = "") -> str:
     """The ``sha256`` attribute a video file should carry, recomputed from what is stored in ``f``.
 
-    Reads every stored byte once, a slice at a time (memory: one slice of 256 items, or 64 frames of a
-    fixed-size dataset). With ``check_images`` (the file's :class:`VideoInfo`), also checks each stored image's
-    header (format and size) on the way: no decoding.
+    Reads every stored byte once, a slice at a time (memory: 256 items, or 16 MB of a fixed-size dataset).
+    Items of variable-length datasets are read by :class:`_HeapReader`, never by the HDF5 library, which would
+    allocate whatever length a damaged entry declares; a fixed-size dataset must hold exactly the bytes its
+    shape says (no fill values for missing chunks). With ``check_images`` (the file's :class:`VideoInfo`), also
+    checks each stored image's header (format and size) on the way: no decoding.
+
+    Raises:
+        StoreError: naming ``where`` when a dataset is not one of :data:`SCHEMA_DATASETS`, or is laid out,
+            typed or filtered as flowprep never writes it, or its items are not where their entries say.
     """
+    if f.mode != "r":  # the items are read from the file's bytes: write out what the library holds back
+        f.flush()
     h = hashlib.sha256()
     for name in sorted(f):
         d = f[name]
-        if not isinstance(d, h5py.Dataset):
-            raise StoreError(f"{where}: {name!r} is not a dataset")
+        if name not in SCHEMA_DATASETS or not isinstance(d, h5py.Dataset):
+            raise StoreError(f"{where}: {name!r} is not a dataset flowprep writes")
         h.update(name.encode() + b"\0")
         if d.dtype == object:
-            for start in range(0, len(d), 256):
-                for k, item in enumerate(d[start:start + 256]):
-                    b = np.ascontiguousarray(item).tobytes()
-                    h.update(len(b).to_bytes(8, "little") + b)
+            heap = _heap_reader(f, d, name, where)
+            for start in range(0, d.shape[0], 256):
+                idx = list(range(start, min(start + 256, d.shape[0])))
+                for i, item in zip(idx, heap.read(idx)):
+                    h.update(len(item).to_bytes(8, "little") + item.tobytes())
                     if check_images is not None and name in ("rgb", "flow_x", "flow_y"):
-                        _check_header(item, check_images, name, start + k, where)
+                        _check_header(item, check_images, name, i, where)
         else:  # the same bytes as hashing the whole array, read in slices along the first axis
-            h.update((d.size * d.dtype.itemsize).to_bytes(8, "little"))
+            _check_fixed(d, name, where)
+            h.update(d.nbytes.to_bytes(8, "little"))
             if d.shape == ():
                 h.update(np.ascontiguousarray(d[()]).tobytes())
             else:
-                for start in range(0, d.shape[0], 64):
-                    h.update(np.ascontiguousarray(d[start:start + 64]).tobytes())
+                step = max(1, _DIGEST_BYTES // max(1, d.nbytes // max(1, d.shape[0])))
+                for start in range(0, d.shape[0], step):
+                    h.update(np.ascontiguousarray(d[start:start + step]).tobytes())
     return h.hexdigest()
+
+
+def _heap_reader(f: h5py.File, d: h5py.Dataset, name: str, where: str) -> "_HeapReader":
+    """A :class:`_HeapReader` of the variable-length uint8 dataset ``d``, or :class:`StoreError` when it is not
+    laid out as flowprep writes it (contiguous and unfiltered, in a file of the layout :class:`_HeapReader` reads)."""
+    fd = f.id.get_vfd_handle()
+    if d.ndim != 1 or h5py.check_vlen_dtype(d.dtype) != np.dtype(np.uint8):
+        raise StoreError(f"{where}: dataset {name!r} of shape {d.shape} and dtype {d.dtype} is not a column of "
+                         "variable-length uint8 items")
+    if d.id.get_create_plist().get_nfilters():
+        raise StoreError(f"{where}: dataset {name!r} is compressed or filtered, which flowprep never writes")
+    base = _HeapReader.file_base(fd)
+    offset = _HeapReader.locate_table(d.id) if base is not None else None
+    if offset is None:
+        raise StoreError(f"{where}: dataset {name!r} is not stored contiguously, as flowprep stores it")
+    return _HeapReader(fd, offset, d.shape[0], name, os.fstat(fd).st_size, Path(where), base)
+
+
+def _check_fixed(d: h5py.Dataset, name: str, where: str) -> None:
+    """Refuse a fixed-size dataset that is not plain numbers, or whose stored bytes are not exactly those of its
+    shape: the HDF5 library fills missing chunks with fill values, so a few stored bytes could declare gigabytes."""
+    if d.dtype.kind not in "iuf":
+        raise StoreError(f"{where}: dataset {name!r} has dtype {d.dtype}, which flowprep never writes")
+    stored = d.id.get_storage_size()
+    if stored != d.nbytes:
+        raise StoreError(f"{where}: dataset {name!r} stores {stored} bytes, but its shape {d.shape} and dtype "
+                         f"{d.dtype} need {d.nbytes} (damaged file)")
 
 
 def _check_header(item, info: "VideoInfo", name: str, i: int, where: str) -> int:
@@ -407,6 +462,10 @@ class VideoInfo:
 
 
 def _attr(f: h5py.File, name: str, where: str):
+    try:  # a string attribute's heap collection is checked before the HDF5 library walks it
+        attribute_table(f.id).check(name)
+    except LayoutError as e:
+        raise StoreError(f"{where}: {e} (damaged file)") from None
     if name not in f.attrs:
         raise StoreError(f"{where}: attribute {name!r} is missing")
     v = f.attrs[name]
@@ -453,6 +512,11 @@ def _check_ds(d: h5py.Dataset, name: str, shape: tuple, dtype, where: str) -> No
     # flowprep never compresses: a filter could expand a few stored bytes into gigabytes when read.
     if d.id.get_create_plist().get_nfilters():
         raise StoreError(f"{where}: dataset {name!r} is compressed or filtered, which flowprep never writes")
+    if dtype == "vlen":  # read only by _HeapReader, which needs the entries contiguous: T of 16 bytes
+        if d.id.get_offset() is None or d.id.get_storage_size() != 16 * d.shape[0]:
+            raise StoreError(f"{where}: dataset {name!r} is not stored contiguously, as flowprep stores it")
+    else:
+        _check_fixed(d, name, where)
 
 
 def check_file(f: h5py.File, where: str, *, settings: dict | None = None, vid: str | None = None) -> VideoInfo:
@@ -534,6 +598,18 @@ def _check_against_settings(f: h5py.File, info: VideoInfo, settings: dict, where
         raise StoreError(f"{where}: frames are {info.width}x{info.height}, but store.json says short side {short}")
 
 
+def recorded_settings(path) -> dict | None:
+    """The settings a video file records (its ``settings`` attribute: :func:`comparable_settings` of its store's),
+    or None when it is unreadable, has none, or they are not valid settings."""
+    try:
+        with open_h5(path) as f, _reading(str(path)):
+            settings = json.loads(_attr(f, "settings", str(path)))
+    except (StoreError, OSError, ValueError, TypeError):
+        return None
+    ok = isinstance(settings, dict) and not settings_problem({**settings, "schema": SCHEMA_VERSION})
+    return settings if ok else None
+
+
 def check_video_file(path, *, vid: str | None = None, settings: dict | None = None,
                      checksum: bool = True) -> tuple[str, VideoInfo | None]:
     """Check one finished video file: ``("", its VideoInfo)`` when it is sound, else ``(the problem, None)``.
@@ -577,16 +653,17 @@ class _Entries:
     """A dataset's entries, each ``(length, collection address, object index)``, unpacked when looked up (on an
     open that reads one item, unpacking all T of them cost more than the read)."""
 
-    __slots__ = ("buf",)
+    __slots__ = ("buf", "base")
 
-    def __init__(self, buf: bytes):
-        self.buf = buf
+    def __init__(self, buf: bytes, base: int = 0):
+        self.buf, self.base = buf, base  # heap addresses are relative to the base address (a user block's size)
 
     def __len__(self) -> int:
         return len(self.buf) // _ENTRY.size
 
     def __getitem__(self, i: int) -> tuple[int, int, int]:
-        return _ENTRY.unpack_from(self.buf, _ENTRY.size * i)
+        length, address, index = _ENTRY.unpack_from(self.buf, _ENTRY.size * i)
+        return length, address + self.base, index
 
 
 class _HeapReader:
@@ -600,9 +677,9 @@ class _HeapReader:
     size and the item's stored length, so damage gives a :class:`StoreError`, never an unbounded allocation.
     """
 
-    def __init__(self, fd: int, table_offset: int, n: int, name: str, file_size: int, path: Path):
+    def __init__(self, fd: int, table_offset: int, n: int, name: str, file_size: int, path: Path, base: int = 0):
         self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
-        self.table = _Entries(self._pread(n * _ENTRY.size, table_offset))
+        self.table = _Entries(self._pread(n * _ENTRY.size, table_offset), base)
         self._predicted: dict[int, int] = {}  # item -> offset of its bytes, predicted when first read (_predict)
         self._unpredictable: set[int] = set()
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
@@ -616,13 +693,19 @@ class _HeapReader:
         return dataset.get_offset()
 
     @staticmethod
+    def file_base(fd: int) -> int | None:
+        """The base address of the file's addresses (its user block's size) if its superblock says what the reader
+        assumes (8-byte addresses and sizes; see :func:`flowprep.h5guard.superblock`), else None."""
+        try:
+            return superblock(fd)[0]
+        except LayoutError:
+            return None
+
+    @staticmethod
     def file_supported(fd: int) -> bool:
-        """Whether the file's superblock says what the reader assumes: no user block, 8-byte addresses and sizes."""
-        head = os.pread(fd, 16, 0)
-        if len(head) < 16 or head[:8] != b"\x89HDF\r\n\x1a\n":
-            return False
-        sizes = (head[13], head[14]) if head[8] < 2 else (head[9], head[10])  # superblock version 0/1 or 2/3
-        return sizes == (8, 8)
+        """Whether the file's superblock says what the reader assumes, without a user block (then the layout
+        :func:`file_layout` records is all a reader needs)."""
+        return _HeapReader.file_base(fd) == 0
 
     def _pread(self, size: int, offset: int) -> bytes:
         if offset < 0 or offset + size > self.file_size:
@@ -853,12 +936,14 @@ class VideoFile:
             raise StoreError(f"{self.path}: dataset {name!r} missing (damaged file)") from None
         self._check_dataset(name, dsid)
         heap = None
-        if "direct" not in self._layout:
-            self._layout["direct"] = _HeapReader.file_supported(self._fd)
-        offset = _HeapReader.locate_table(dsid) if self._layout["direct"] else None
+        base = _HeapReader.file_base(self._fd)
+        offset = _HeapReader.locate_table(dsid) if base is not None else None
         if offset is not None:
-            heap = _HeapReader(self._fd, offset, dsid.shape[0], name, self._size, self.path)
-            self._layout[name] = offset, dsid.shape[0]
+            heap = _HeapReader(self._fd, offset, dsid.shape[0], name, self._size, self.path, base)
+            if base == 0:  # what a later open of this file reads without HDF5
+                self._layout[name] = offset, dsid.shape[0]
+        elif dsid.dtype == object:  # never read by the HDF5 library (see flowprep.h5guard)
+            raise StoreError(f"{self.path}: dataset {name!r} is not stored as flowprep stores it (damaged file)")
         got = self._datasets[name] = h5py.Dataset(dsid), heap
         return got
 
@@ -881,6 +966,11 @@ class VideoFile:
         shape, dtype = ((want,), "vlen") if fmt in ("jpeg", "png") else ((want, *frame), np.float16 if fmt == "float16" else np.uint8)
         with _reading(str(self.path)):
             _check_ds(h5py.Dataset(dsid), name, shape, dtype, str(self.path))
+
+    def stored_bytes(self, name: str) -> int:
+        """Bytes the items of dataset ``name`` take in the file (their entries' lengths, for encoded images)."""
+        d, heap = self._dataset(name)
+        return sum(heap.table[i][0] for i in range(len(heap.table))) if heap is not None else d.id.get_storage_size()
 
     def items(self, name: str, idx: list[int]) -> list[np.ndarray]:
         """Items ``idx`` of dataset ``name`` as stored (encoded bytes, or arrays in the raw formats)."""
@@ -952,6 +1042,61 @@ class VideoFile:
             self._fd = None
 
 
+def settings_problem(config) -> str:
+    """What is wrong with the contents of a ``store.json`` as read, or "": the schema, and the type or range of
+    each setting that is there (a store made by hand for a test may hold only a few)."""
+    if not isinstance(config, dict) or config.get("schema") != SCHEMA_VERSION:
+        schema = config.get("schema") if isinstance(config, dict) else None
+        return f"store schema {schema!r} is not {SCHEMA_VERSION}"
+    for key, ok in (("bound", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                     and math.isfinite(v)), ("mapping", lambda v: v in MAPPINGS),
+                    ("rgb_format", lambda v: v in RGB_FORMATS), ("flow_format", lambda v: v in FLOW_FORMATS),
+                    ("method", lambda v: isinstance(v, str)), ("params", lambda v: isinstance(v, dict)),
+                    ("decode", _decode_settings_ok)):
+        if key in config and not ok(config[key]):
+            return f"{key} is {config.get(key)!r}, not a valid setting"
+    return ""
+
+
+def _decode_settings_ok(d) -> bool:
+    """Whether ``store.json``'s ``decode`` is what :meth:`flowprep.decode.DecodeConfig.from_dict` takes."""
+    from .decode import DecodeConfig
+
+    try:
+        DecodeConfig.from_dict(d)
+        return True
+    except (TypeError, ValueError, AttributeError):  # ConfigError is a ValueError
+        return False
+
+
+def _manifest_problem(m) -> str:
+    """What is wrong with a ``manifest.json``'s contents as read, or "" (see :func:`flowprep.extract.prepare_store`,
+    which writes it: ``problems`` and ``split_source`` may be missing from older stores)."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(m, dict):
+        return "not a JSON object"
+    classes, videos, splits = m.get("classes"), m.get("videos"), m.get("splits")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "'classes' is not a list of names"
+    if not isinstance(videos, list) or not all(isinstance(v, dict) and isinstance(v.get("id"), str)
+                                               and is_int(v.get("label")) for v in videos):
+        return "'videos' is not a list of videos with an id and an integer label"
+    if not isinstance(splits, dict) or not all(
+            isinstance(k, str) and k.lstrip("-").isdigit() and isinstance(sp, dict)
+            and all(isinstance(ids, list) and all(isinstance(i, str) for i in ids) for ids in sp.values())
+            for k, sp in splits.items()):
+        return "'splits' is not {split number: {subset: [video ids]}}"
+    if not isinstance(m.get("root", ""), str):
+        return "'root' is not a path"
+    if not isinstance(m.get("problems", []), list):
+        return "'problems' is not a list"
+    if not isinstance(m.get("split_source"), (str, type(None))):
+        return "'split_source' is not a name"
+    return ""
+
+
 class Store:
     """Read access to a store made by ``flowprep extract``.
 
@@ -971,25 +1116,20 @@ class Store:
         if not (self.root / "store.json").is_file():
             raise StoreError(f"{self.root}: not a flowprep store (no store.json); make one with 'flowprep extract'")
         self.config = read_json(self.root / "store.json")
-        if not isinstance(self.config, dict) or self.config.get("schema") != SCHEMA_VERSION:
-            schema = self.config.get("schema") if isinstance(self.config, dict) else None
-            raise StoreError(f"{self.root / 'store.json'}: store schema {schema} is not {SCHEMA_VERSION}")
-        for key, ok in (("bound", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                         and math.isfinite(v)), ("mapping", lambda v: v in MAPPINGS),
-                        ("rgb_format", lambda v: v in RGB_FORMATS), ("flow_format", lambda v: v in FLOW_FORMATS),
-                        ("method", lambda v: isinstance(v, str)), ("params", lambda v: isinstance(v, dict)),
-                        ("decode", lambda v: isinstance(v, dict))):
-            if key in self.config and not ok(self.config[key]):
-                raise StoreError(f"{self.root / 'store.json'}: {key} is {self.config.get(key)!r}, not a valid setting")
+        problem = settings_problem(self.config)
+        if problem:
+            raise StoreError(f"{self.root / 'store.json'}: {problem}")
         if not (self.root / "manifest.json").is_file():
             raise StoreError(f"{self.root / 'manifest.json'}: missing; rerun 'flowprep extract' to rewrite it")
         self.manifest = read_json(self.root / "manifest.json")
-        try:
-            self.classes: list[str] = list(self.manifest["classes"])
-            self._entries = {v["id"]: v for v in self.manifest["videos"]}
-            {int(k): dict(v) for k, v in self.manifest["splits"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise StoreError(f"{self.root / 'manifest.json'}: not a flowprep manifest ({type(e).__name__}: {e})") from None
+        problem = _manifest_problem(self.manifest)
+        if problem:
+            raise StoreError(f"{self.root / 'manifest.json'}: not a flowprep manifest ({problem}); rerun 'flowprep "
+                             "extract' to rewrite it")
+        self.manifest.setdefault("problems", [])
+        self.manifest.setdefault("split_source", None)
+        self.classes: list[str] = list(self.manifest["classes"])
+        self._entries = {v["id"]: v for v in self.manifest["videos"]}
         index = self.root / "index.json"
         self._index: dict = read_json(index) if index.is_file() else {}
         if not isinstance(self._index, dict):
@@ -1143,9 +1283,7 @@ class Store:
                 v = self.video(vid)
                 sizes = {}
                 for name in ("rgb", "flow") if v.flow_format == "float16" else ("rgb", "flow_x", "flow_y"):
-                    d = v.dataset(name)  # its length checked against num_frames (bounded) before anything is read
-                    sizes[name] = (sum(len(x) for start in range(0, len(d), 256) for x in d[start:start + 256])
-                                   if d.dtype == object else d.id.get_storage_size())
+                    sizes[name] = v.stored_bytes(name)
             except (StoreError, OSError):
                 continue
             rgb += sizes.pop("rgb")
@@ -1281,7 +1419,7 @@ class Store:
             if (name in ("rgb", "flow_x", "flow_y") and isinstance(value, list) and len(value) == 2
                     and all(type(x) is int for x in value) and 0 <= value[0] < size and 0 <= value[1] <= MAX_FRAMES):
                 out[name] = (value[0], value[1])
-        return {"bytes": size, "direct": True, **out} if out else {}
+        return {"bytes": size, **out} if out else {}
 
     def _facts(self, vid: str) -> dict:
         """The :data:`VIDEO_FACTS` of ``vid``'s file, from :func:`check_file` run once per process (or parent)."""
@@ -1294,7 +1432,7 @@ class Store:
                 info = check_file(f, str(path), settings=self.config, vid=vid)
                 layout = file_layout(f) if vid not in self._layouts else None
                 if layout:  # kept for this process and those forked from it: no HDF5 open there
-                    self._layouts[vid] = {"bytes": path.stat().st_size, "direct": True,
+                    self._layouts[vid] = {"bytes": path.stat().st_size,
                                           **{name: tuple(v) for name, v in layout.items()}}
         except (OSError, ValueError) as e:
             if not path.is_file():

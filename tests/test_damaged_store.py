@@ -243,7 +243,9 @@ def crafted(tmp_path_factory):
     ids = sorted(p.relative_to(store / "videos").as_posix()[:-3] for p in (store / "videos").rglob("*.h5"))
     kinds = dict(zip(CRAFTED, ids))
     for kind, vid in kinds.items():
-        _edit(store, vid, CRAFTED[kind][0], reseal=kind != "rgb 1e8 entries")  # resealing would read 1e8 entries
+        # not resealed: 1e8 entries (resealing would read them), and the datasets content_digest refuses to read
+        _edit(store, vid, CRAFTED[kind][0], reseal=kind not in ("rgb 1e8 entries", "rgb float", "frame_index text",
+                                                                "gzip"))
     return root, store, kinds
 
 
