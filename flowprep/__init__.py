@@ -11,6 +11,7 @@ The pipeline, one module per stage::
     quantize.py    -> flow <-> uint8 mappings
     dataset.py     -> discover labelled videos and splits under a dataset root: class folders, split files, list files
     store.py       -> the on-disk store (one HDF5 file per video) and its reader
+    h5guard.py     -> checks of a file's HDF5 structures before the HDF5 library reads them (untrusted files)
     unit.py        -> the per-video unit of work: settings (ExtractConfig), result, decode, write, failure;
                       prepare_video: a new video exactly as a store holds its videos
     extract.py     -> parallel, resumable extraction of a whole dataset; picks a backend:
