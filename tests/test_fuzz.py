@@ -20,22 +20,24 @@ ARGS = ["--method", "dis", "--short-side", "0", "--jobs", "1", "--quiet"]
 
 
 def test_random_mutations_end_in_named_errors_in_bounded_time_and_memory(tmp_path):
-    # 120 mutated videos (MJPG AVI and MPEG-4 MP4) beside 2 good ones, then 150 mutated copies of a 6-video store
+    # 100 mutated videos (MJPG AVI and MPEG-4 MP4) beside 2 good ones, then 120 mutated copies of a 6-video store
     # (bytes of its HDF5 and JSON files, attributes, datasets, crafted JPEG headers), each copy verified, shown
-    # (info), read, and extracted again. One store mutation took at most 0.5 s in a loaded session; the limit
+    # (info), read, and extracted again. One store mutation took at most 0.9 s in a loaded session; the limit
     # ends a hang with a traceback. The address-space limit only keeps a runaway from swapping the machine: the
     # peak resident memory is what is asserted (a loaded run peaked at 120 MB).
-    r = run_limited([sys.executable, HARNESS, tmp_path, "--videos", 120, "--stores", 150, "--seed", 7,
-                     "--mutation-limit", 30], memory_mb=3072, timeout=400)
+    r = run_limited([sys.executable, HARNESS, tmp_path, "--videos", 100, "--stores", 120, "--seed", 7,
+                     "--mutation-limit", 30, "--verbose"], memory_mb=3072, timeout=400)
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     started = [x for x in r.stderr.splitlines() if x.startswith('{"store"')]  # the last: where a hang was
     assert r.returncode == 0 and lines and lines[-1].get("summary"), (
         "\n".join(x.get("outcome", "") for x in lines if x.get("outcome") != "ok"), r.stderr[-3000:], started[-1:])
-    summary, videos = lines[-1], lines[0]
-    assert summary["crashes"] == 0 and summary["stores"] == 150
-    assert videos["outcome"] == "ok" and videos["extracted"] + videos["failed"] == 120 and videos["extracted"] > 0
-    assert videos["seconds"] < 120, videos  # 0.6 s in a loaded session
-    assert summary["slowest_store_mutation_s"] < 15, summary
+    summary = lines[-1]
+    videos, = (x for x in lines if "videos" in x and "outcome" in x)
+    stores = [x for x in lines if "store" in x]
+    assert summary["crashes"] == 0 and len(stores) == 120 and all(x["outcome"] == "ok" for x in stores)
+    assert videos["outcome"] == "ok" and videos["extracted"] + videos["failed"] == 100, videos
+    assert 0 < videos["extracted"] < 100 and videos["seconds"] < 120, videos  # 0.6 s in a loaded session
+    assert max(x["seconds"] for x in stores) < 15, max(stores, key=lambda x: x["seconds"])
     assert summary["maxrss_kib"] < 800_000, summary
 
 
