@@ -347,23 +347,32 @@ def cmd_methods(a) -> int:
 
 
 def main(argv=None) -> int:
-    from .signals import Terminated, sigterm_as_interrupt
+    from . import signals
 
     parser = build_parser()
     a = parser.parse_args(argv)
     commands = {"extract": cmd_extract, "import-frames": cmd_import_frames, "export": cmd_export, "info": cmd_info, "verify": cmd_verify, "show": cmd_show, "methods": cmd_methods}
     try:
-        with sigterm_as_interrupt():
+        with signals.sigterm_as_interrupt():
             return commands[a.command](a)
     # Errors for users: one line, exit 2. flowprep's own (FlowprepError: bad input, settings, stores, clusters)
-    # and the system's (a file that cannot be read or written). Anything else is a bug and keeps its traceback.
-    except (FlowprepError, OSError) as e:
-        print(f"flowprep: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a batch scheduler's stop): the workers are ended on the way
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"flowprep: {how}; run the same command again to resume", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+    # and the system's (a file that cannot be read or written). Anything else is a bug and keeps its traceback;
+    # after a SIGTERM, whatever the cleanup met (a worker the same SIGTERM ended, too) is the SIGTERM's.
+    except Exception as e:
+        if signals.received():
+            return _stopped(terminated=True)
+        if isinstance(e, (FlowprepError, OSError)):
+            print(f"flowprep: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a batch scheduler's stop): the workers are ended on the way
+        return _stopped(terminated=signals.received())
+
+
+def _stopped(*, terminated: bool) -> int:
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    print(f"flowprep: {how}; run the same command again to resume", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ def openmp_defaults() -> None:
 
 def main(argv=None) -> int:
     openmp_defaults()
-    from flowprep.signals import Terminated, sigterm_as_interrupt
+    from flowprep import signals
 
     from .train import TrainingDiverged
 
@@ -293,25 +293,32 @@ def main(argv=None) -> int:
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "fuse": cmd_fuse, "predict": cmd_predict,
                 "convert": cmd_convert, "export": cmd_export, "models": cmd_models, "report": cmd_report}
     try:
-        with sigterm_as_interrupt():
+        with signals.sigterm_as_interrupt():
             return commands[a.command](a)
-    except TrainingDiverged as e:
-        print(f"twostream: training stopped: {e}", file=sys.stderr)
-        return 1
-    # Errors for users: one line, exit 2. twostream's own, and flowprep's (a store or video that cannot be read),
-    # and the system's (a file that cannot be written). Anything else is a bug and keeps its traceback.
-    except (TwostreamError, FlowprepError, OSError) as e:
-        print(f"twostream: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (flowprep.signals)
-        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-        print(f"twostream: {how}; 'twostream train ... --resume' continues from the last epoch", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
-    except Exception as e:  # an error re-raised from a DataLoader worker (its type may not be one of ours)
-        if "DataLoader worker" not in str(e):
-            raise
-        print(f"twostream: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if signals.received():  # whatever the cleanup met after a SIGTERM (a DataLoader worker it ended, too)
+            return _stopped(a.command, terminated=True)
+        if isinstance(e, TrainingDiverged):
+            print(f"twostream: training stopped: {e}", file=sys.stderr)
+            return 1
+        # Errors for users: one line, exit 2. twostream's own, and flowprep's (a store or video that cannot be
+        # read), the system's (a file that cannot be written), and an error re-raised from a DataLoader worker
+        # (its type may not be one of ours). Anything else is a bug and keeps its traceback.
+        if isinstance(e, (TwostreamError, FlowprepError, OSError)) or "DataLoader worker" in str(e):
+            print(f"twostream: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (flowprep.signals)
+        return _stopped(a.command, terminated=signals.received())
+
+
+def _stopped(command: str, *, terminated: bool) -> int:
+    """Say how to go on after Ctrl-C (exit status 130) or SIGTERM (143)."""
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    then = ("'twostream train ... --resume' continues from the last finished epoch" if command == "train"
+            else "run the same command again")
+    print(f"twostream: {how}; {then}", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from flowprep import signals
 from flowprep.store import Store
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
@@ -104,44 +105,55 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
     seen = 0
     step = 0
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not (progress and world.main), leave=False,
-               dynamic_ncols=True)
-    for step, (x, y) in enumerate(bar, 1):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=memory_format(x.dim()))
-        with policy.autocast(device):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        # A non-finite loss must not reach the weights, and checking it on the host every step would cost a device
-        # sync: it is counted on the device, its gradients are replaced by zeros (GradScaler skips such a step
-        # itself), and the count is read back every LOG_EVERY batches and at the end, where training stops.
-        finite = torch.isfinite(loss.detach())
-        nonfinite += ~finite
-        if step % LOG_EVERY == 0:
-            _stop_if_nonfinite(nonfinite, epoch, step, world, device)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.grad = torch.where(finite, p.grad, torch.zeros((), dtype=p.grad.dtype, device=device))
-            optimizer.step()
-        total_loss += torch.where(finite, loss.detach(), 0.0) * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        if not bar.disable and step % LOG_EVERY == 0:
-            rate = seen * world.size / (time.perf_counter() - t0)
-            bar.set_postfix_str(f"loss {total_loss.item() / seen:.3f} acc {correct.item() / seen:.3f} {rate:.0f} clips/s")
+    with signals.deferred():  # the workers start and the bar appears in one piece (a SIGTERM: the first check)
+        bar = tqdm(iter(loader), total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False,
+                   disable=not (progress and world.main), dynamic_ncols=True)
+    with bar:  # closed (its line cleared) however the loop ends, before any message about why
+        for step, (x, y) in enumerate(bar, 1):
+            signals.check()  # a SIGTERM whose exception was lost (flowprep.signals): a flag read, no sync
+            loss, right, finite = _train_step(model, x, y, optimizer, device, policy, scaler, channels_last)
+            nonfinite += ~finite
+            if step % LOG_EVERY == 0:
+                _stop_if_nonfinite(nonfinite, epoch, step, world, device)
+            total_loss += torch.where(finite, loss.detach(), 0.0) * len(y)
+            correct += right
+            seen += len(y)
+            if not bar.disable and step % LOG_EVERY == 0:
+                rate = seen * world.size / (time.perf_counter() - t0)
+                bar.set_postfix_str(f"loss {total_loss.item() / seen:.3f} acc {correct.item() / seen:.3f} "
+                                    f"{rate:.0f} clips/s")
     elapsed = time.perf_counter() - t0
     _stop_if_nonfinite(nonfinite, epoch, step, world, device)
     total_loss, correct, seen = sum_across([total_loss.item(), correct.item(), seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
+
+
+def _train_step(model, x, y, optimizer, device, policy, scaler, channels_last: bool):
+    """One optimisation step on the batch ``(x, y)``. Returns (loss, clips classified right, whether the loss is
+    finite), on the device: nothing here waits for it."""
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=memory_format(x.dim()))
+    with policy.autocast(device):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    # A non-finite loss must not reach the weights, and checking it on the host every step would cost a device
+    # sync: it is counted on the device, its gradients are replaced by zeros (GradScaler skips such a step
+    # itself), and the count is read back every LOG_EVERY batches and at the end, where training stops.
+    finite = torch.isfinite(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = torch.where(finite, p.grad, torch.zeros((), dtype=p.grad.dtype, device=device))
+        optimizer.step()
+    return loss, (logits.argmax(1) == y).sum(), finite
 
 
 def validate(model, store, ids, spec, cfg: TrainConfig, device, world: World = World()) -> dict:
@@ -330,6 +342,7 @@ def _train(cfg: TrainConfig, store: Store, world: World, device: torch.device, p
     files = _RunFiles(out, cfg, meta, rows, world, progress) if world.main else None
     row = rows[-1] if rows else {}
     for epoch in range(start, cfg.epochs):
+        signals.check()
         torch.manual_seed(cfg.seed * EPOCH_SEED_STRIDE + epoch)  # dropout and anything else drawing from the global RNG
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
