@@ -16,7 +16,7 @@ from flowprep.cli import main as flowprep_main
 from flowprep.store import content_digest
 from twostream.checkpoint import load_checkpoint, save_checkpoint
 from twostream.cli import main
-from twostream.train import TrainingDiverged, check_finite_weights
+from twostream.train import TrainingDiverged, check_finite_weights, train_one_epoch
 
 VID = "Right/v_Right_g01_c01.avi"  # a training video of split 1
 
@@ -53,10 +53,46 @@ def test_nan_loss_stops_training_without_a_checkpoint(store, tmp_path, capsys):
     rc, out, err = _run(_train(store, run, "--lr", "1e12", epochs=3), capsys)
     assert rc == 1, err
     line = err.strip().splitlines()[-1]
-    assert line.startswith("twostream: training stopped: epoch 0, by batch ") and "batches had a non-finite loss; " \
-        "training stopped, their gradients were not applied and no checkpoint of this epoch was written " \
-        "(lower --lr, or check the data)" in line, err
+    # on the CPU the count is read every batch: training stops at the first non-finite loss, before its step
+    assert line.startswith("twostream: training stopped: epoch 0, batch ") and line.endswith(
+        ": non-finite loss; training stopped before applying it and no checkpoint of this epoch was written "
+        "(lower --lr, or check the data)"), err
     assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
+
+
+def _linear_run(check_every=None, bad=4, n=7):
+    """A linear model (no BatchNorm, whose running statistics a NaN input would reach) trained with plain SGD on
+    ``n`` batches, batch ``bad`` (1-based) holding a NaN; returns (its weights, the error message)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(2, 3, 2, 2, generator=g), torch.randint(0, 3, (2,), generator=g)) for _ in range(n)]
+    if bad:
+        batches[bad - 1][0][0, 0, 0, 0] = math.nan
+    message = ""
+    try:
+        train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"), epoch=2,
+                        progress=False, check_every=check_every)
+    except TrainingDiverged as e:
+        message = str(e)
+    return [p.detach().clone() for p in model.parameters()], message
+
+
+@pytest.mark.parametrize("check_every", [None, 5], ids=["cpu-every-batch", "gpu-cadence"])
+def test_training_stops_at_the_first_non_finite_loss_and_never_applies_it(check_every):
+    weights, message = _linear_run(check_every)
+    tail = "; training stopped before applying it and no checkpoint of this epoch was written (lower --lr, or " \
+           "check the data)"
+    if check_every is None:  # the CPU reads the count every batch (no sync to save): it stops at batch 4
+        assert message == "epoch 2, batch 4: non-finite loss" + tail
+    else:  # a GPU's cadence: read back at batch 5, the first recorded on the device; batch 5's step zeroed too
+        assert message == "epoch 2, batch 4: non-finite loss (read back at batch 5; 1 non-finite by then, none " \
+                          "applied)" + tail
+    # the weights are those of the 3 batches before it: nothing of batch 4, or after it, was applied
+    clean, none = _linear_run(check_every, bad=0, n=3)
+    assert none == ""
+    for w, c in zip(weights, clean):
+        assert torch.equal(w, c)
 
 
 def test_non_finite_weights_are_never_written(tmp_path):

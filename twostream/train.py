@@ -74,34 +74,56 @@ def check_finite_weights(state: dict, where: str) -> None:
             raise TrainingDiverged(f"{where}: {k} holds non-finite values")
 
 
-def _stop_if_nonfinite(nonfinite: torch.Tensor, epoch: int, step: int, world: World, device) -> None:
-    """Raise :class:`TrainingDiverged` (on every rank at once) if any batch so far had a non-finite loss."""
-    n = nonfinite.item()
-    if world.distributed:
+def _stop_if_nonfinite(nonfinite: torch.Tensor, first: torch.Tensor, epoch: int, step: int, world: World,
+                       device) -> None:
+    """Raise :class:`TrainingDiverged` (on every rank at once) if any batch so far had a non-finite loss, naming
+    the first (``first``: its batch number on the device, -1 for none)."""
+    n, first = nonfinite.item(), first.item()
+    if world.distributed:  # the count summed, the first batch the earliest over the ranks
         n = sum_across([n], world, device)[0]
-    if n:
-        raise TrainingDiverged(f"epoch {epoch}, by batch {step}: {int(n)} batches had a non-finite loss; training "
-                               "stopped, their gradients were not applied and no checkpoint of this epoch was written "
-                               "(lower --lr, or check the data)")
+        t = torch.tensor(first if first >= 0 else 2 ** 62, dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        first = int(t.item())
+    if not n:
+        return
+    later = f" (read back at batch {step}; {int(n)} non-finite by then, none applied)" if step != first or n != 1 else ""
+    raise TrainingDiverged(f"epoch {epoch}, batch {first}: non-finite loss{later}; training stopped before applying "
+                           "it and no checkpoint of this epoch was written (lower --lr, or check the data)")
+
+
+def check_interval(device: torch.device) -> int:
+    """Batches between two reads of the non-finite-loss count: every batch on the CPU, where a read costs nothing;
+    :data:`LOG_EVERY` on a GPU, where each read waits for the device (a host sync)."""
+    return 1 if device.type == "cpu" else LOG_EVERY
 
 
 def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool = True, channels_last: bool = False,
                     bn: str = "train", progress: bool = True, world: World = World(),
-                    scaler: torch.amp.GradScaler | None = None) -> dict:
+                    scaler: torch.amp.GradScaler | None = None, check_every: int | None = None) -> dict:
     """One pass over ``loader``. Returns ``{"loss", "acc", "clips_per_s"}`` over all ranks.
 
     ``amp`` autocasts as :func:`twostream.distributed.amp_policy` picks for ``device``; when that is float16,
     pass a ``scaler`` (the loss is scaled so that float16 gradients do not underflow). The loss and accuracy
     are summed on the device and read back every :data:`LOG_EVERY` batches, for the progress bar, and at the end.
+
+    A non-finite loss stops training (:class:`TrainingDiverged`, naming the first batch that had one) and its
+    gradients never reach the weights. The count of such batches and the number of the first are kept on the
+    device and read back every ``check_every`` batches (default :func:`check_interval`: every batch on the CPU,
+    which stops before that batch's step; every :data:`LOG_EVERY` on a GPU, so no step waits for the device) and
+    at the end. Between the first non-finite loss and the read-back, every step applies zero gradients (without
+    a ``scaler``; with one, the scaler skips the non-finite steps itself and the finite ones train on): the
+    weights stay finite, and the epoch is not checkpointed.
     """
     model.train()
     set_bn_mode(model, bn)
     policy = amp_policy(device, amp)
     if policy.scales_loss and scaler is None:
         raise ValueError("float16 autocast needs a GradScaler (pass scaler=torch.amp.GradScaler('cuda'))")
+    every = check_every or check_interval(device)
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     nonfinite = torch.zeros((), dtype=torch.int64, device=device)  # batches whose loss was not finite
+    first = torch.full((), -1, dtype=torch.int64, device=device)  # the first of them (batch number), -1: none
     seen = 0
     step = 0
     t0 = time.perf_counter()
@@ -111,10 +133,13 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
     with bar:  # closed (its line cleared) however the loop ends, before any message about why
         for step, (x, y) in enumerate(bar, 1):
             signals.check()  # a SIGTERM whose exception was lost (flowprep.signals): a flag read, no sync
-            loss, right, finite = _train_step(model, x, y, optimizer, device, policy, scaler, channels_last)
+            loss, right = _forward_backward(model, optimizer, x, y, device, policy, scaler, channels_last)
+            finite = torch.isfinite(loss.detach())
             nonfinite += ~finite
-            if step % LOG_EVERY == 0:
-                _stop_if_nonfinite(nonfinite, epoch, step, world, device)
+            first = torch.where((first < 0) & ~finite, step, first)
+            if step % every == 0:  # before this batch's step: on the CPU, the first non-finite one is never applied
+                _stop_if_nonfinite(nonfinite, first, epoch, step, world, device)
+            _apply(optimizer, scaler, finite & (first < 0), device, world)
             total_loss += torch.where(finite, loss.detach(), 0.0) * len(y)
             correct += right
             seen += len(y)
@@ -123,37 +148,41 @@ def train_one_epoch(model, loader, optimizer, device, *, epoch: int, amp: bool =
                 bar.set_postfix_str(f"loss {total_loss.item() / seen:.3f} acc {correct.item() / seen:.3f} "
                                     f"{rate:.0f} clips/s")
     elapsed = time.perf_counter() - t0
-    _stop_if_nonfinite(nonfinite, epoch, step, world, device)
+    _stop_if_nonfinite(nonfinite, first, epoch, step, world, device)
     total_loss, correct, seen = sum_across([total_loss.item(), correct.item(), seen], world, device)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "clips_per_s": seen / elapsed}
 
 
-def _train_step(model, x, y, optimizer, device, policy, scaler, channels_last: bool):
-    """One optimisation step on the batch ``(x, y)``. Returns (loss, clips classified right, whether the loss is
-    finite), on the device: nothing here waits for it."""
+def _forward_backward(model, optimizer, x, y, device, policy, scaler, channels_last: bool):
+    """The loss of the batch ``(x, y)`` and its gradients. Returns (loss, clips classified right), on the device:
+    nothing here waits for it."""
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=memory_format(x.dim()))
     with policy.autocast(device):
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
-    # A non-finite loss must not reach the weights, and checking it on the host every step would cost a device
-    # sync: it is counted on the device, its gradients are replaced by zeros (GradScaler skips such a step
-    # itself), and the count is read back every LOG_EVERY batches and at the end, where training stops.
-    finite = torch.isfinite(loss.detach())
     optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss, (logits.argmax(1) == y).sum()
+
+
+def _apply(optimizer, scaler, apply: torch.Tensor, device, world: World) -> None:
+    """One optimizer step with the gradients ``_forward_backward`` left, replaced by zeros unless ``apply`` (a
+    device bool: checking it on the host would cost a sync). A GradScaler skips non-finite steps itself."""
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-    else:
-        loss.backward()
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad = torch.where(finite, p.grad, torch.zeros((), dtype=p.grad.dtype, device=device))
-        optimizer.step()
-    return loss, (logits.argmax(1) == y).sum(), finite
+        return
+    if world.distributed:  # DDP averaged one rank's non-finite gradients into every rank's: all skip the step
+        flag = apply.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        apply = flag.bool()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                p.grad = torch.where(apply, p.grad, torch.zeros((), dtype=p.grad.dtype, device=device))
+    optimizer.step()
 
 
 def validate(model, store, ids, spec, cfg: TrainConfig, device, world: World = World()) -> dict:
