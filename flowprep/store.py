@@ -476,6 +476,19 @@ def _attr(f: h5py.File, name: str, where: str):
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
+def _equal(a, b) -> bool:
+    """``a == b`` for values read from a file, which may be arrays where a plain value belongs (no ambiguity)."""
+    return not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray) and a == b
+
+
+def _sha256_attr(f: h5py.File, where: str) -> str:
+    """The file's ``sha256`` attribute: 64 hexadecimal digits, else :class:`StoreError`."""
+    v = _attr(f, "sha256", where)
+    if not isinstance(v, str) or len(v) != 64:
+        raise StoreError(f"{where}: attribute sha256={v!r} is not a sha256 digest (damaged file)")
+    return v
+
+
 def _int_attr(f: h5py.File, name: str, lo: int, hi: int, where: str) -> int:
     v = _attr(f, name, where)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
@@ -549,7 +562,7 @@ def check_file(f: h5py.File, where: str, *, settings: dict | None = None, vid: s
                 _check_dataset(f, name, (t - 1, h, w), np.uint8, where)
             else:
                 _check_dataset(f, name, (t - 1,), "vlen", where)
-    if vid is not None and "id" in f.attrs and _attr(f, "id", where) != vid:
+    if vid is not None and "id" in f.attrs and not _equal(_attr(f, "id", where), vid):
         raise StoreError(f"{where}: holds video {_attr(f, 'id', where)!r}, not {vid!r}")
     if settings is not None:
         _check_against_settings(f, info, settings, where)
@@ -578,7 +591,7 @@ def _check_against_settings(f: h5py.File, info: VideoInfo, settings: dict, where
     if "method" in f.attrs:
         mine["method"] = _attr(f, "method", where)
     for k, v in mine.items():
-        if k in settings and settings[k] != v:
+        if k in settings and not _equal(settings[k], v):
             raise StoreError(f"{where}: made with {k} {v!r}, but store.json says {settings.get(k)!r} "
                              "(store.json edited, or the file comes from another store)")
     if "settings" in f.attrs:
@@ -627,7 +640,7 @@ def check_video_file(path, *, vid: str | None = None, settings: dict | None = No
             if checksum:
                 if "sha256" not in f.attrs:
                     return "no sha256 attribute to check the contents against", None
-                if content_digest(f, check_images=info, where=where) != _attr(f, "sha256", where):
+                if content_digest(f, check_images=info, where=where) != _sha256_attr(f, where):
                     return "contents do not match their sha256 (damaged file)", None
     except StoreError as e:
         return (str(e)[len(where) + 2:] if str(e).startswith(where + ": ") else str(e)), None
@@ -1194,7 +1207,7 @@ class Store:
             digest = content_digest(f, check_images=info, where=where)
         if "sha256" not in f.attrs:
             raise StoreError(f"{where}: no sha256 attribute to check the contents against")
-        if digest != _attr(f, "sha256", where):
+        if digest != _sha256_attr(f, where):
             raise StoreError(f"{where}: contents do not match their sha256 (damaged file)")
 
     def verify_video(self, vid: str, *, chunk_bytes: int = 64 << 20) -> None:
