@@ -146,14 +146,15 @@ def main(argv=None) -> None:
     p.add_argument("--store", help="an existing store (default: build the demo store)")
     p.add_argument("--quick", action="store_true", help="shorter epochs and 2 repetitions")
     p.add_argument("--reps", type=int, default=None, help="alternating repetitions (default 3, 2 with --quick)")
-    p.add_argument("--batches", type=int, default=None, help="batches per training epoch (default 12, 6 with --quick)")
+    p.add_argument("--batches", type=int, default=None, help="batches per training epoch (default 48, 24 with --quick: a "
+                   "shorter epoch is mostly the workers' start-up and the model's first steps)")
     p.add_argument("--width", type=int, default=32, help="ResNet-18 width")
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args(argv)
     reps = a.reps or (2 if a.quick else 3)
-    batches = a.batches or (6 if a.quick else 12)
+    batches = a.batches or (24 if a.quick else 48)
     threads = torch.get_num_threads()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; torch threads {threads}, OpenMP wait "
           f"policy {os.environ.get('OMP_WAIT_POLICY', 'the default (active)')}; "
@@ -222,7 +223,9 @@ def report(rate: dict, cpu: dict, reps: int, workers: int) -> None:
               f"thread ({ms['bare']:.1f} on {torch.get_num_threads()}), loader {ms['loader0']:.1f}; model + loader "
               f"{need:.1f} -> contention bound {bound:.0f} clips/s on {cores} idle cores = "
               f"{bound / (cores * 1e3 / ms['bare']):.2f} of the bare loop's own bound; train spends "
-              f"{ms['train'] / need:.2f}x the CPU of model + loader (train / bound {need / ms['train']:.2f})")
+              f"{ms['train'] / need:.2f}x the CPU of model + loader (train / bound {need / ms['train']:.2f}); "
+              f"{ms['train'] / (ms['bare'] + ms['loader0']):.2f}x that of the model on {torch.get_num_threads()} "
+              f"threads + loader")
 
 
 if __name__ == "__main__":
