@@ -22,6 +22,9 @@ clip costs the cores at least, and
 
     python bench/train_bench.py [--quick] [--store STORE] [--reps 3]
 
+torch runs with the OpenMP settings the ``twostream`` command gives it (``OMP_WAIT_POLICY=PASSIVE`` unless the
+environment sets it; see ``twostream.cli.OPENMP_DEFAULTS``); ``OMP_WAIT_POLICY=ACTIVE`` measures torch's default.
+
 Without --store it renders the demo dataset (data/make_demo.py, 170x128) and extracts it with DIS. On a machine
 shared with other work the absolute rates move; the ratios within one repetition are what to read.
 """
