@@ -35,6 +35,7 @@ class Terminated(KeyboardInterrupt):
 CLEANUP_SECONDS = 30  # after a SIGTERM, the cleanup's time limit: then SIGALRM's default action ends the process
 
 _received = False
+_active = 0  # depth of sigterm_as_interrupt() blocks in the main thread
 _deferred = 0  # depth of deferred() blocks
 # Code that Python runs with its exceptions ignored, or that must not stop halfway: __del__ methods, the modules
 # whose at-fork hooks and weakref callbacks met a SIGTERM in tests (logging's lock, WeakValueDictionary), and
@@ -73,8 +74,9 @@ def received() -> bool:
 
 
 def check() -> None:
-    """Raise :class:`Terminated` if a SIGTERM arrived (its exception may have been lost where it was raised)."""
-    if _received:
+    """Inside :func:`sigterm_as_interrupt`: raise :class:`Terminated` if a SIGTERM arrived there (its exception may
+    have been lost where it was raised). Outside one (after it, or in code called without it): nothing."""
+    if _received and _active:
         raise Terminated()
 
 
@@ -108,11 +110,12 @@ def sigterm_as_interrupt():
 
     A SIGTERM whose exception was lost (see the module docstring) is raised when the block ends.
     """
-    global _received
+    global _received, _active
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _received = False
+    _active += 1
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_hooks = sys.unraisablehook, threading.excepthook
 
@@ -129,6 +132,7 @@ def sigterm_as_interrupt():
         yield
         check()
     finally:
+        _active -= 1
         signal.signal(signal.SIGTERM, previous)
         if not _received:  # else the process is ending: left quiet to the end
             sys.unraisablehook, threading.excepthook = previous_hooks

@@ -171,3 +171,25 @@ def test_sigterm_to_train_ends_workers_and_resume_continues(tmp_path):
     with open(run / "log.csv") as f:  # every epoch once: each run continued where the last checkpoint was
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(8))
     assert _last_epoch(run) == 7
+
+
+def test_a_sigterm_handled_in_one_block_does_not_stop_later_code():
+    """After a block that met a SIGTERM, code run without one (a library call, the next test) is not stopped
+    by check(); received() still says it came (the command reports it)."""
+    class SignalledInDel:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous_alarm = signal.getsignal(signal.SIGALRM)
+    previous_hooks = sys.unraisablehook, threading.excepthook, signal.getsignal(signal.SIGCHLD)
+    try:
+        with pytest.raises(Terminated):
+            with sigterm_as_interrupt():
+                SignalledInDel()
+        assert signals.received()
+        signals.check()  # outside any block: nothing raised
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        sys.unraisablehook, threading.excepthook = previous_hooks[:2]
+        signal.signal(signal.SIGCHLD, previous_hooks[2])
