@@ -33,7 +33,7 @@ _MAX_MESSAGES = 4096  # attribute and other messages in the root group's object 
 _MAX_BLOCKS = 64  # object header blocks (the first and its continuations)
 _MAX_STRING = 1 << 20  # bytes of one string attribute: flowprep's longest, the settings JSON, is ~2 KB
 _VLEN, _COMPOUND, _ARRAY, _REFERENCE = 9, 6, 10, 7
-_OBJECT = struct.Struct("<HHIQ")  # a heap object's header: index, reference count, reserved, size
+HEAP_OBJECT = struct.Struct("<HHIQ")  # a global heap object's header: index, reference count, reserved, size
 
 
 class LayoutError(ValueError):
@@ -234,7 +234,7 @@ class AttributeTable:
         data = self._file.read(address, size, "a heap collection")  # the library reads all of it too
         objects, pos = {}, 16
         while pos + 16 <= size:
-            index, _, _, obj_size = _OBJECT.unpack_from(data, pos)
+            index, _, _, obj_size = HEAP_OBJECT.unpack_from(data, pos)
             step = obj_size if index == 0 else 16 + (obj_size + 7) // 8 * 8
             if step < 16 or pos + step > size:
                 raise LayoutError(f"the heap collection at byte {address} holds an object of size {obj_size} at "

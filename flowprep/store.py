@@ -55,7 +55,7 @@ import h5py
 import numpy as np
 
 from .errors import ConfigError, FlowprepError
-from .h5guard import LayoutError, attribute_table, superblock
+from .h5guard import HEAP_OBJECT, LayoutError, attribute_table, superblock
 from .quantize import MAPPINGS, dequantize
 
 SCHEMA_VERSION = 1
@@ -656,7 +656,6 @@ def check_video_file(path, *, vid: str | None = None, settings: dict | None = No
 # (the address of a heap collection and the object's index in it). HDF5 File Format Specification 3.0,
 # "Datatype Message", variable-length class, and "Global Heap".
 _ENTRY = struct.Struct("<IQI")
-_HEAP_OBJECT = struct.Struct("<HHIQ")  # object index, reference count, reserved, size
 _EMPTY = np.zeros(0, np.uint8)
 _WALK_CHUNK = 1 << 16  # bytes of a heap collection read at once when walking its object headers
 _READ_GAP = 8192  # items less than this apart are read with one pread of their range (cheaper than two calls)
@@ -744,7 +743,7 @@ class _HeapReader:
         while index not in objects and pos + 16 <= end:
             if pos < buf_at or pos + 16 > buf_at + len(buf):
                 buf, buf_at = self._pread(min(_WALK_CHUNK, end - pos), pos), pos
-            obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, pos - buf_at)
+            obj, _, _, size = HEAP_OBJECT.unpack_from(buf, pos - buf_at)
             if obj == 0:  # free space fills the rest of the collection
                 pos = end
                 break
@@ -821,7 +820,7 @@ class _HeapReader:
         agrees with the item's entry; else (a wrong prediction: objects of another dataset in between) walked
         to, and read alone."""
         length, _, index = self.table[i]
-        obj, _, _, size = _HEAP_OBJECT.unpack_from(buf, at)
+        obj, _, _, size = HEAP_OBJECT.unpack_from(buf, at)
         if obj == index and size == length:
             return np.frombuffer(buf, np.uint8, length, at + 16)
         self._predicted.pop(i, None)
@@ -838,12 +837,8 @@ def file_layout(f: h5py.File) -> dict:
     with the frame count it uses, and checks each item's heap object header against its entry, so a stale or
     edited index falls back to HDF5 or gives a :class:`StoreError`, never wrong bytes.
     """
-    fd = os.open(f.filename, os.O_RDONLY)
-    try:
-        if not _HeapReader.file_supported(fd):
-            return {}
-    finally:
-        os.close(fd)
+    if not _HeapReader.file_supported(f.id.get_vfd_handle()):
+        return {}
     out = {}
     for name in ("rgb", "flow_x", "flow_y"):
         if name in f:
