@@ -693,7 +693,6 @@ class _HeapReader:
         self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
         self.table = _Entries(self._pread(n * _ENTRY.size, table_offset), base)
         self._predicted: dict[int, int] = {}  # item -> offset of its bytes, predicted when first read (_predict)
-        self._unpredictable: set[int] = set()
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
 
     @staticmethod
@@ -762,10 +761,8 @@ class _HeapReader:
         if c is not None and index in c[0]:
             return c[0][index][0]
         predicted = self._predicted.get(i)
-        if predicted is None and i not in self._unpredictable:
+        if predicted is None:  # (once walked, its collection answers above)
             predicted = self._predict(i)
-            if predicted is None:
-                self._unpredictable.add(i)
         return predicted if predicted is not None else self._walk(i)
 
     def _predict(self, i: int) -> int | None:
