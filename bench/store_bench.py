@@ -205,7 +205,7 @@ def warm(paths: list[Path]) -> None:
 CROP = 112  # the DataLoader rows' items: a centre crop of this side, as training feeds fixed-size inputs
 BREAKDOWN_REPS = 3  # passes of the per-read breakdown, of which the median is printed
 WARM_BLOCKS = 10  # a warm repetition's reads, store and rawframes interleaved in this many blocks each
-LOADER_READS = 8  # a DataLoader row reads this many times a single-process row's reads: its start-up (2 workers,
+LOADER_READS = 16  # a DataLoader row reads this many times a single-process row's reads: its start-up (2 workers,
 #                   4 batches prefetched each) is then a small part of it
 
 

@@ -1118,6 +1118,14 @@ class VideoFile:
             os.close(self._fd)
             self._fd = None
 
+    def abandon(self) -> None:
+        """In a process forked from the one that opened this file: close this process's copy of the descriptor
+        (the parent's stays open) and drop the HDF5 handle without using it."""
+        self._h5 = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
 
 def settings_problem(config) -> str:
     """What is wrong with the contents of a ``store.json`` as read, or "": the schema, and the type or range of
@@ -1434,6 +1442,8 @@ class Store:
     def video(self, vid: str) -> VideoFile:
         """The open :class:`VideoFile` of ``vid`` in this process (opened, and checked, once)."""
         if os.getpid() != self._pid:  # inherited by a forked worker: never share HDF5 handles across processes
+            for v in self._files.values():
+                v.abandon()
             self._files = OrderedDict()
             self._pid = os.getpid()
         v = self._files.get(vid)

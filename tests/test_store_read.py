@@ -363,3 +363,31 @@ def test_a_file_rewritten_since_is_located_afresh(tmp_path, monkeypatch):
     got = st.frames("A/v.avi", [3])
     np.testing.assert_array_equal(got, Store(st.root).frames("A/v.avi", [3]))
     np.testing.assert_array_equal(got, Store(st.root).frames("A/v.avi", [0]))
+
+
+def test_a_forked_worker_closes_the_descriptors_it_inherits(tmp_path):
+    st = _two_video_store(tmp_path)
+    st.frames("A/v.avi", [1]), st.frames("B/w.avi", [1])  # both open in the parent
+
+    def video_fds() -> list[str]:
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, closed by now
+                continue
+            if target.startswith(str(st.root)):  # (not other tests' stores)
+                out.append(os.path.basename(target))
+        return sorted(out)
+
+    assert video_fds() == ["v.avi.h5", "w.avi.h5"]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a DataLoader worker: reads A, keeps no copy of B's descriptor
+        st.frames("A/v.avi", [2])
+        os.write(w, ",".join(video_fds()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 100) == b"v.avi.h5"
+    assert video_fds() == ["v.avi.h5", "w.avi.h5"]  # the parent's stay open
+    np.testing.assert_array_equal(st.frames("B/w.avi", [1]), Store(st.root).frames("B/w.avi", [1]))
