@@ -698,7 +698,7 @@ class _HeapReader:
         self._collections: dict[int, list] = {}  # address -> [{index: offset}, next header offset, end]
 
     def nbytes(self) -> int:
-        """About the memory this reader holds (what :class:`_HeapCache` counts)."""
+        """About the memory this reader holds (see :meth:`VideoFile.nbytes`)."""
         return 24 * len(self.table) + 200
 
     @staticmethod
@@ -837,49 +837,38 @@ class _HeapReader:
         return np.frombuffer(self._pread(length, self._walk(i)), np.uint8)
 
 
-class _HeapCache:
-    """The :class:`_HeapReader` of each dataset a process has read, kept when its file is closed, so that opening
-    the file again reads no entry table (a disk read when the page cache does not hold it) and predicts no offset
-    twice: what a dataset much larger than :class:`Store`'s open files needs, where nearly every read opens its file.
+class _ClosedFiles:
+    """The :class:`VideoFile` objects a process has closed, with what they found (facts, where each dataset's items
+    lie, the entries), so that opening a file again costs an ``open`` and an ``fstat``: what a dataset much larger
+    than :class:`Store`'s open files needs, where nearly every read opens its file.
 
-    A reader is used again only for a file of the same identity (device, inode, size and modification time, from
-    ``fstat`` on the new open): a file replaced or rewritten since is read afresh. Least recently used readers go
-    first when they hold more than ``max_bytes`` (:meth:`_HeapReader.nbytes`: 24 bytes per item).
+    :meth:`VideoFile.reopen` uses one only for a file of the same identity (device, inode, size and modification
+    time): a file replaced or rewritten since is opened afresh. Least recently closed files go first when they hold
+    more than ``max_bytes`` (:meth:`VideoFile.nbytes`: about 24 bytes per item read through its entries).
     """
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.nbytes = max_bytes, 0
-        self._readers: OrderedDict = OrderedDict()  # (path, dataset) -> (file identity, _HeapReader)
+        self._files: OrderedDict = OrderedDict()  # vid -> closed VideoFile
 
-    def get(self, key: tuple, ident: tuple, fd: int) -> "_HeapReader | None":
-        """The reader of ``key`` for the file of identity ``ident``, now reading through ``fd``, or None."""
-        got = self._readers.get(key)
-        if got is None:
-            return None
-        if got[0] != ident:
-            self._drop(key)
-            return None
-        self._readers.move_to_end(key)
-        got[1].fd = fd
-        return got[1]
+    def pop(self, vid: str) -> "VideoFile | None":
+        v = self._files.pop(vid, None)
+        if v is not None:
+            self.nbytes -= v.nbytes()
+        return v
 
-    def put(self, key: tuple, ident: tuple, heap: "_HeapReader") -> None:
-        self._drop(key)
-        n = heap.nbytes()
+    def put(self, vid: str, v: "VideoFile") -> None:
+        self.pop(vid)
+        n = v.nbytes()
         if n > self.max_bytes:
             return
-        self._readers[key] = ident, heap
+        self._files[vid] = v
         self.nbytes += n
         while self.nbytes > self.max_bytes:
-            self.nbytes -= self._readers.popitem(last=False)[1][1].nbytes()
-
-    def _drop(self, key: tuple) -> None:
-        got = self._readers.pop(key, None)
-        if got is not None:
-            self.nbytes -= got[1].nbytes()
+            self.nbytes -= self._files.popitem(last=False)[1].nbytes()
 
     def clear(self) -> None:
-        self._readers.clear()
+        self._files.clear()
         self.nbytes = 0
 
 
@@ -931,17 +920,14 @@ class VideoFile:
             file of that size only, and updated with what this open finds.
         headers: ``{(dataset, height, width): leading bytes}`` of image headers already checked, shared between
             files (a store's JPEGs of one size and quality share their headers); updated.
-        heaps: the readers of datasets of files closed before (:class:`_HeapCache`), used for a file of the same
-            identity and dataset length; updated.
 
     Attributes:
         num_frames, height, width, rgb_format, flow_format, bound, mapping: see ``facts``.
     """
 
     def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None, *,
-                 facts_from: str = "the store's index.json", headers: dict | None = None,
-                 heaps: _HeapCache | None = None):
-        self.path, self._h5, self._heaps = path, None, heaps
+                 facts_from: str = "the store's index.json", headers: dict | None = None):
+        self.path, self._h5 = path, None
         self._fd = os.open(path, os.O_RDONLY)
         try:
             self._open(facts, {} if layout is None else layout, facts_from, headers)
@@ -989,19 +975,12 @@ class VideoFile:
         got = self._datasets.get(name)
         if got is not None:
             return got
-        encoded = self._format(name) in ("jpeg", "png")
-        heap = self._heaps.get((self.path, name), self._ident, self._fd) if self._heaps is not None else None
-        if heap is not None and encoded and len(heap.table) == self._length(name):
-            got = self._datasets[name] = None, heap  # this process read this file before: nothing to find again
-            return got
         known = self._layout.get(name)
-        if known is not None and known[1] == self._length(name) and encoded:
+        if known is not None and known[1] == self._length(name) and self._format(name) in ("jpeg", "png"):
             # recorded by extraction (index.json) or found by an earlier open of this file: no HDF5 needed
             got = self._datasets[name] = None, _HeapReader(self._fd, known[0], known[1], name, self._size, self.path)
         else:
             got = self._open_dataset(name)
-        if got[1] is not None and self._heaps is not None:
-            self._heaps.put((self.path, name), self._ident, got[1])
         return got
 
     def _open_dataset(self, name: str) -> tuple:
@@ -1111,20 +1090,44 @@ class VideoFile:
         return img
 
     def close(self) -> None:
+        """Close the file; what was found in it stays, for :meth:`reopen`."""
         if self._h5 is not None:
             self._h5.close()
-            self._h5 = None
+        self._release()
+
+    def abandon(self) -> None:
+        """In a process forked from the one that opened this file: close this process's copy of the descriptor
+        (the parent's stays open) and drop the HDF5 handle without using it; what was found stays."""
+        self._release()
+
+    def _release(self) -> None:
+        self._h5 = None
+        # h5py datasets die with their file; the items' readers need only a descriptor (reopen gives one)
+        self._datasets = {name: (None, heap) for name, (_, heap) in self._datasets.items() if heap is not None}
+        self._nbytes = 1000 + sum(heap.nbytes() for _, heap in self._datasets.values())
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def abandon(self) -> None:
-        """In a process forked from the one that opened this file: close this process's copy of the descriptor
-        (the parent's stays open) and drop the HDF5 handle without using it."""
-        self._h5 = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def reopen(self) -> bool:
+        """Open the closed file again, keeping what was found in it, if it is the same file (device, inode, size,
+        modification time); False (and still closed) if it is not, or is gone."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._ident:
+            os.close(fd)
+            return False
+        self._fd = fd
+        for _, heap in self._datasets.values():
+            heap.fd = fd
+        return True
+
+    def nbytes(self) -> int:
+        """About the memory this object holds while closed (what :class:`_ClosedFiles` counts; found on closing)."""
+        return self._nbytes
 
 
 def settings_problem(config) -> str:
@@ -1194,9 +1197,9 @@ class Store:
     Args:
         root: the store directory.
         max_open: how many video files each process keeps open.
-        heap_cache_bytes: memory each process may keep, beyond its open files, for where the items of files it
-            has read lie (:class:`_HeapCache`; 24 bytes per frame and dataset, e.g. 59 MB for all of UCF101's RGB),
-            so that opening a file again reads no entry table; 0 keeps none.
+        heap_cache_bytes: memory each process may keep, beyond its open files, for what it found in the files it
+            closed (:class:`_ClosedFiles`: where their items lie, 24 bytes per frame and dataset read, e.g. 59 MB for
+            all of UCF101's RGB), so that opening a file again costs an ``open`` and an ``fstat``; 0 keeps none.
     """
 
     def __init__(self, root, *, max_open: int = 64, heap_cache_bytes: int = 64 << 20):
@@ -1229,7 +1232,7 @@ class Store:
         self._checked: dict[str, dict] = {}  # vid -> the facts check_file found (plain data: kept across forks)
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()  # {vid: VideoFile}
-        self._heaps = _HeapCache(heap_cache_bytes)  # plain data: kept across forks (each open sets its own fd)
+        self._closed = _ClosedFiles(heap_cache_bytes)  # kept across forks (each reopen gets its own descriptor)
         self._pid = os.getpid()
 
     # metadata
@@ -1442,30 +1445,38 @@ class Store:
     def video(self, vid: str) -> VideoFile:
         """The open :class:`VideoFile` of ``vid`` in this process (opened, and checked, once)."""
         if os.getpid() != self._pid:  # inherited by a forked worker: never share HDF5 handles across processes
-            for v in self._files.values():
+            for name, v in self._files.items():
                 v.abandon()
+                self._closed.put(name, v)
             self._files = OrderedDict()
             self._pid = os.getpid()
         v = self._files.get(vid)
         if v is not None:
             self._files.move_to_end(vid)
             return v
+        v = self._closed.pop(vid)
+        if v is None or not v.reopen():
+            v = self._open_video(vid)
+        self._files[vid] = v
+        if len(self._files) > self.max_open:
+            name, old = self._files.popitem(last=False)
+            old.close()
+            self._closed.put(name, old)
+        return v
+
+    def _open_video(self, vid: str) -> VideoFile:
         known = self._opening.get(vid)
         if known is None:
             known = self._opening[vid] = self._what_to_open(vid)
         path, facts, source, layout = known
         try:
-            v = VideoFile(path, facts, layout, facts_from=source, headers=self._headers, heaps=self._heaps)
+            return VideoFile(path, facts, layout, facts_from=source, headers=self._headers)
         except StoreError:
             raise
         except (OSError, ValueError) as e:
             if not path.is_file():
                 raise StoreError(f"{path}: video {vid!r} is not in the store") from None
             raise StoreError(f"{path}: unreadable HDF5 file ({e})") from None
-        self._files[vid] = v
-        if len(self._files) > self.max_open:
-            self._files.popitem(last=False)[1].close()
-        return v
 
     def _what_to_open(self, vid: str) -> tuple:
         """(file, facts, where they came from, layout) of ``vid``: what :meth:`video` passes to :class:`VideoFile`,
@@ -1535,6 +1546,7 @@ class Store:
         self._check_index(vid, info, path)
         facts = self._checked[vid] = asdict(info)
         self._opening.pop(vid, None)  # opened with these facts from now on
+        self._closed.pop(vid)
         return facts
 
     def _check_index(self, vid: str, info: VideoInfo, path: Path) -> None:
@@ -1551,12 +1563,12 @@ class Store:
             for f in self._files.values():
                 f.close()
         self._files = OrderedDict()
-        self._heaps.clear()
+        self._closed.clear()
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_files"] = OrderedDict()
-        state["_heaps"] = _HeapCache(self._heaps.max_bytes)  # not worth pickling: rebuilt as the copy reads
+        state["_closed"] = _ClosedFiles(self._closed.max_bytes)  # not worth pickling: rebuilt as the copy reads
         return state
 
     def __setstate__(self, state):

@@ -365,7 +365,7 @@ def test_a_file_rewritten_since_is_located_afresh(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got, Store(st.root).frames("A/v.avi", [0]))
 
 
-def test_a_forked_worker_closes_the_descriptors_it_inherits(tmp_path):
+def test_a_forked_worker_closes_the_descriptors_it_inherits_and_keeps_what_they_found(tmp_path):
     st = _two_video_store(tmp_path)
     st.frames("A/v.avi", [1]), st.frames("B/w.avi", [1])  # both open in the parent
 
@@ -384,10 +384,12 @@ def test_a_forked_worker_closes_the_descriptors_it_inherits(tmp_path):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # a DataLoader worker: reads A, keeps no copy of B's descriptor
-        st.frames("A/v.avi", [2])
-        os.write(w, ",".join(video_fds()).encode())
+        calls, pread = [], os.pread
+        os.pread = lambda *a: calls.append(a) or pread(*a)
+        st.frames("A/v.avi", [2])  # what the parent found in A is inherited: no entries read again
+        os.write(w, f"{','.join(video_fds())} {len(calls)}".encode())
         os._exit(0)
     os.waitpid(pid, 0)
-    assert os.read(r, 100) == b"v.avi.h5"
+    assert os.read(r, 100) == b"v.avi.h5 1"
     assert video_fds() == ["v.avi.h5", "w.avi.h5"]  # the parent's stay open
     np.testing.assert_array_equal(st.frames("B/w.avi", [1]), Store(st.root).frames("B/w.avi", [1]))
