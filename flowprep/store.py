@@ -32,7 +32,8 @@ Schema of ``videos/<name>.h5``:
 
 :class:`Store` reads it. It opens HDF5 files without file locking (:func:`open_h5`), lazily and per process (a
 DataLoader worker that inherits a ``Store`` by fork or pickling reopens its own handles), keeping a small cache of open files, each a
-:class:`VideoFile` that reads and checks what every read needs once, when it opens. JPEG and PNG items are
+:class:`VideoFile` that reads and checks what every read needs once, when it opens, and keeps it when the file
+is closed (a later open of the same file reuses it). JPEG and PNG items are
 read straight from the file with ``os.pread`` (h5py's per-read overhead was larger than decoding them; see
 ``bench/store_bench.py`` and the README's performance section), at the places ``index.json`` records
 (:func:`file_layout`), so that a read opens no HDF5 file at all.
