@@ -8,6 +8,9 @@ and one torch thread, so it holds on a machine busy with other work):
     (``cv2.IMREAD_REDUCED_*_2``), PNG (lossless flow), and the raw formats (a copy);
   * one whole training input (read, decode, crop, resize, flip, normalise, layout) from stores of each format:
     a 10-pair flow stack and an RGB frame at 224;
+  * handing inputs over from DataLoader workers to the training process (2 workers, fork, batches of 32, torch's
+    default sharing through shared memory), reading nothing: float32 inputs as ``TrainClips`` gives them, and
+    uint8 crops of the same size (what a loader that leaves dequantisation and normalisation to the GPU hands over);
 
 and projects the cores that feed one GPU at the rate above (and the RGB stream at the same rate).
 
@@ -41,6 +44,36 @@ def cpu_us(fn, n: int) -> float:
     for _ in range(n):
         fn()
     return (time.process_time() - t0) / n * 1e6
+
+
+class Handover(torch.utils.data.Dataset):
+    """Items of one fixed shape and dtype, read from nowhere: what the DataLoader itself costs to pass them."""
+
+    def __init__(self, shape: tuple, dtype, n: int):
+        self.item, self.n = torch.zeros(shape, dtype=dtype), n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.item, 0  # making the item is counted above ("one training input"); here only passing it on
+
+
+def handover_us(shape: tuple, dtype, n: int, workers: int = 2) -> float:
+    """CPU microseconds per item of the DataLoader's hand-over: this process's CPU and its (joined) workers'."""
+    import resource
+    from torch.utils.data import DataLoader
+
+    def cpu() -> float:
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + ch.ru_utime + ch.ru_stime
+
+    c0 = cpu()
+    loader = DataLoader(Handover(shape, dtype, n), batch_size=32, num_workers=workers, multiprocessing_context="fork")
+    for _ in loader:
+        pass
+    del loader
+    return (cpu() - c0) / n * 1e6
 
 
 def make_stores(tmp: Path, fps: float) -> dict[str, Path]:
@@ -105,8 +138,16 @@ def main(argv=None) -> None:
                 us = cpu_us(lambda: ds[next(i)], n // 2 if stream == "temporal" else n)
                 label = f"{'10-pair flow stack' if stream == 'temporal' else 'RGB frame'}, {name}"
                 print(f"{label:34s} {us:8.0f} {1e6 / us:11.0f} {GPU_STACKS_PER_S * us / 1e6:18.1f}")
+        print(f"\n{'hand-over, worker -> training process':40s} {'CPU us':>8s} {'per core/s':>11s} "
+              f"{'cores for one GPU':>18s}")
+        m = 640 if a.quick else 1920
+        for stream, c in (("10-pair flow stack", 20), ("RGB frame", 3)):
+            for dtype, shape in ((torch.float32, (c, 224, 224)), (torch.uint8, (224, 224, c))):
+                us = handover_us(shape, dtype, m)
+                label = f"{stream}, {str(dtype).replace('torch.', '')} {'x'.join(map(str, shape))}"
+                print(f"{label:40s} {us:8.0f} {1e6 / us:11.0f} {GPU_STACKS_PER_S * us / 1e6:18.1f}")
     print(f"\ncores for one GPU: at {GPU_STACKS_PER_S:,} inputs/s, projected from one core's CPU time (no data "
-          f"transfer to the GPU, no Python worker overhead counted beyond the item itself)")
+          f"transfer to the GPU); a DataLoader adds the hand-over above to each input")
 
 
 if __name__ == "__main__":
