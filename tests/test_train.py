@@ -129,3 +129,24 @@ def test_quiet_prints_only_the_result_line(store, tmp_path):
     assert len(lines) == 2 and r.stderr == "", r.stdout + r.stderr
     assert lines[0].startswith("trained temporal resnet18") and " videos: clip top1 " in lines[1], lines
     assert len((tmp_path / "q" / "log.csv").read_text().splitlines()) == 3  # the epochs are still logged
+
+
+def test_loader_workers_run_opencv_on_one_thread(store, tmp_path, monkeypatch):
+    import cv2
+
+    seen = tmp_path / "threads"
+    real = train_mod.TrainClips.__getitem__
+
+    def getitem(self, i):  # runs in a forked DataLoader worker
+        seen.write_text(str(cv2.getNumThreads()))
+        return real(self, i)
+
+    monkeypatch.setattr(train_mod.TrainClips, "__getitem__", getitem)
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        train(_cfg(store, tmp_path / "run", epochs=1, workers=1), progress=False)
+        assert seen.read_text() == "1"
+        assert cv2.getNumThreads() == 2  # this process's setting back as it was
+    finally:
+        cv2.setNumThreads(before)

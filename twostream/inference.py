@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from flowprep import signals
 
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint
-from .data import ClipSpec, EvalVideos, unmirror_scores
+from .data import ClipSpec, EvalVideos, opencv_threads, unmirror_scores
 from .distributed import World, amp_policy, gather, shard
 from .models import build_model
 
@@ -70,18 +70,20 @@ def score_videos(model, dataset: EvalVideos, device, *, batch_size: int = 64, wo
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers)
     n = len(dataset)
     scores, labels, clip_correct = None, np.zeros(n, np.int64), np.zeros(n)
-    with signals.deferred():  # the workers start and the bar appears in one piece (a SIGTERM: the first check)
-        bar = tqdm(iter(loader), total=len(loader), desc="evaluate", unit="video", disable=not progress, leave=False)
-    with bar:
-        for views, label, i in bar:
-            signals.check()  # a SIGTERM whose exception was lost (flowprep.signals)
-            p = predict_views(model, views, device, batch_size=batch_size, amp=amp, channels_last=channels_last)
-            p = unmirror_scores(p, dataset.spec, dataset.num_crops)
-            if scores is None:
-                scores = np.zeros((n, p.shape[1]), np.float32)
-            scores[i] = p.mean(0).numpy()
-            labels[i] = label
-            clip_correct[i] = (p.argmax(1) == label).float().mean().item()
+    with opencv_threads(1 if workers > 0 else None):  # before the workers fork
+        with signals.deferred():  # the workers start and the bar appears in one piece (a SIGTERM: the first check)
+            bar = tqdm(iter(loader), total=len(loader), desc="evaluate", unit="video", disable=not progress,
+                       leave=False)
+        with bar:
+            for views, label, i in bar:
+                signals.check()  # a SIGTERM whose exception was lost (flowprep.signals)
+                p = predict_views(model, views, device, batch_size=batch_size, amp=amp, channels_last=channels_last)
+                p = unmirror_scores(p, dataset.spec, dataset.num_crops)
+                if scores is None:
+                    scores = np.zeros((n, p.shape[1]), np.float32)
+                scores[i] = p.mean(0).numpy()
+                labels[i] = label
+                clip_correct[i] = (p.argmax(1) == label).float().mean().item()
     return scores, labels, clip_correct
 
 

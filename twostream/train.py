@@ -30,7 +30,7 @@ from flowprep.store import Store
 
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import TrainClips
+from .data import TrainClips, opencv_threads
 from .distributed import World, amp_policy, cleanup, resolve_device, setup, sum_across
 from .errors import ConfigError, TwostreamError
 from .inference import autocast, make_model, memory_format, score_sharded
@@ -255,7 +255,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> dict:
     store = Store(cfg.store)
     world, device = setup(device)
     try:
-        return _train(cfg, store, world, device, progress)
+        with opencv_threads(1 if cfg.workers > 0 else None):
+            return _train(cfg, store, world, device, progress)
     finally:
         cleanup(world)
 
