@@ -928,7 +928,7 @@ class VideoFile:
 
     def __init__(self, path: Path, facts: dict | None = None, layout: dict | None = None, *,
                  facts_from: str = "the store's index.json", headers: dict | None = None):
-        self.path, self._h5 = path, None
+        self.path, self._h5, self._datasets = path, None, {}
         self._fd = os.open(path, os.O_RDONLY)
         try:
             self._open(facts, {} if layout is None else layout, facts_from, headers)

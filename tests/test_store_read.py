@@ -393,3 +393,12 @@ def test_a_forked_worker_closes_the_descriptors_it_inherits_and_keeps_what_they_
     assert os.read(r, 100) == b"v.avi.h5 1"
     assert video_fds() == ["v.avi.h5", "w.avi.h5"]  # the parent's stay open
     np.testing.assert_array_equal(st.frames("B/w.avi", [1]), Store(st.root).frames("B/w.avi", [1]))
+
+
+def test_a_file_refused_at_open_gives_its_own_error(tmp_path):
+    path = tmp_path / "v.h5"
+    _video_file(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["num_frames"] = -3
+    with pytest.raises(StoreError, match=r"v\.h5.*num_frames"):
+        VideoFile(path)
