@@ -374,7 +374,7 @@ def run_row(name, kind, mode, store_r, raw_r, args, rows):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--store", help="an existing store (default: build the demo + real footage store)")
-    p.add_argument("--quick", action="store_true", help="fewer videos and reads (about a minute)")
+    p.add_argument("--quick", action="store_true", help="fewer videos and reads (about 2.5 minutes; without it about 8)")
     p.add_argument("--reps", type=int, default=5, help="alternating repetitions per row")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the DataLoader rows")
     p.add_argument("--evict", choices=("fadvise", "drop_caches"), default="fadvise",
