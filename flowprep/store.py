@@ -817,14 +817,10 @@ class _HeapReader:
 
     def read_one(self, i: int) -> np.ndarray:
         """Item ``i`` (what :meth:`read` does for one item, with nothing a single item does not need)."""
-        length, _, index = self.table[i]
+        length = self.table[i][0]
         if not length:
             return _EMPTY
-        buf = self._pread(length + 16, (self._predicted[i] or self._locate(i)) - 16)
-        obj, _, _, size = HEAP_OBJECT.unpack_from(buf)
-        if obj == index and size == length:
-            return np.frombuffer(buf, np.uint8, length, 16)
-        return self._item(buf, 0, i)
+        return self._item(self._pread(length + 16, self._locate(i) - 16), 0, i)
 
     def _item(self, buf: bytes, at: int, i: int) -> np.ndarray:
         """Item ``i`` from ``buf``, which holds its object header at ``at`` and its bytes after it, if the header
